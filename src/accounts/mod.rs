@@ -1,0 +1,13 @@
+//! People and their credentials: users, login sessions, passwords.
+
+pub mod passwords;
+pub mod sessions;
+pub mod users;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    sessions::router().merge(users::router())
+}

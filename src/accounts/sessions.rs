@@ -1,0 +1,212 @@
+//! Login sessions: a session JWT (EdDSA, `typ: at+jwt`, `aud: ecosire:session`) whose `sid` is
+//! stored only as a SHA-256 digest, so logout ends it server-side on every instance at once.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::users::{self, Role, User};
+use crate::crypto::{random_base62, sha256_hex};
+use crate::error::{Error, Result};
+use crate::http::auth::{COOKIE_NAME, Principal};
+use crate::http::extract::Json;
+use crate::state::AppState;
+use crate::timestamp::now_ms;
+
+pub const SESSION_AUDIENCE: &str = "ecosire:session";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Creates a session for `user_id` and returns its JWT.
+pub async fn start_session(state: &AppState, user_id: &str) -> Result<String> {
+    let sid = random_base62(32);
+    let now = now_ms();
+    let ttl_ms = state.config.session_ttl.as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO sessions (id_digest, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(sha256_hex(sid.as_bytes()))
+    .bind(user_id)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(&state.db.pool)
+    .await?;
+    let claims = SessionClaims {
+        iss: state.config.token_issuer.clone(),
+        aud: SESSION_AUDIENCE.into(),
+        sub: user_id.into(),
+        sid,
+        iat: now / 1000,
+        exp: (now + ttl_ms) / 1000,
+    };
+    Ok(state.keys.session.sign(&claims))
+}
+
+/// Checks a session JWT (signature, type, audience, issuer, expiry) and that its session is still
+/// live; returns the user id, role and session digest.
+pub async fn check_session(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(String, Role, String)>> {
+    let signer = &state.keys.session;
+    let vk = signer.verifying_key();
+    let Ok(claims) = crate::jws::verify::<SessionClaims>(token, "at+jwt", |kid| {
+        (kid == signer.kid).then_some(vk)
+    }) else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if claims.aud != SESSION_AUDIENCE
+        || claims.iss != state.config.token_issuer
+        || claims.exp * 1000 <= now
+    {
+        return Ok(None);
+    }
+    let digest = sha256_hex(claims.sid.as_bytes());
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.id_digest = $1 AND s.expires_at > $2",
+    )
+    .bind(&digest)
+    .bind(now)
+    .fetch_optional(&state.db.pool)
+    .await?;
+    Ok(row
+        .filter(|(id, _)| *id == claims.sub)
+        .map(|(id, role)| (id, Role::parse(&role), digest)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "admin@ecosire.local")]
+    pub email: String,
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Session JWT: send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user: LoginUser,
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_s}{secure}"
+    ))
+    .expect("cookie is ASCII")
+}
+
+/// Logs in with email and password.
+///
+/// Returns a session JWT and sets it as the HttpOnly `ecosire_auth` cookie. Unknown email and
+/// wrong password get the same answer in about the same time.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Response> {
+    let bad = || {
+        Error::status(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_CREDENTIALS",
+            "Invalid email or password",
+        )
+    };
+    if req.password.len() > 1024 {
+        return Err(bad());
+    }
+    let email = crate::http::checks::normalize_email(&req.email);
+    let user = match &email {
+        Some(e) => users::find_by_email(&state, e).await?,
+        None => None,
+    };
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = super::passwords::verify(stored, req.password).await;
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(bad());
+    };
+    let token = start_session(&state, &user.id).await?;
+    let mut res = Json(LoginResponse {
+        token: token.clone(),
+        user: LoginUser {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: Role::parse(&user.role),
+        },
+    })
+    .into_response();
+    let max_age = state.config.session_ttl.as_secs() as i64;
+    res.headers_mut()
+        .append(header::SET_COOKIE, session_cookie(&state, &token, max_age));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Ends the current session server-side and clears the cookie.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 204, description = "Logged out"), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response> {
+    if let Some(digest) = principal.session_digest() {
+        sqlx::query("DELETE FROM sessions WHERE id_digest = $1")
+            .bind(digest)
+            .execute(&state.db.pool)
+            .await?;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeResponse {
+    pub user: User,
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, body = MeResponse), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<MeResponse>> {
+    let user = users::find_by_id(&state, &principal.user_id)
+        .await?
+        .ok_or(Error::Unauthenticated)?;
+    Ok(Json(MeResponse { user: user.view() }))
+}

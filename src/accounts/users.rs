@@ -1,0 +1,232 @@
+//! Users: the admin bootstrap, lookups, and the admin listing.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::crypto::new_id;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::http::auth::Admin;
+use crate::http::extract::{Json, Path, Query};
+use crate::http::pagination::{Page, PageParams};
+use crate::state::AppState;
+use crate::timestamp::{Timestamp, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Customer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Customer => "customer",
+        }
+    }
+    pub fn parse(s: &str) -> Role {
+        if s == "admin" {
+            Role::Admin
+        } else {
+            Role::Customer
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub plan: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, created_at, updated_at";
+
+/// The user object (never the password hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct User {
+    #[schema(example = "usr_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
+    pub id: String,
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    #[schema(example = "free")]
+    pub plan: String,
+    pub created_at: Timestamp,
+}
+
+impl UserRow {
+    pub fn view(&self) -> User {
+        User {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: Role::parse(&self.role),
+            plan: self.plan.clone(),
+            created_at: Timestamp(self.created_at),
+        }
+    }
+}
+
+pub async fn find_by_email(state: &AppState, email: &str) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(email)
+        .fetch_optional(&state.db.pool)
+        .await?)
+}
+
+pub async fn find_by_id(state: &AppState, id: &str) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&state.db.pool)
+        .await?)
+}
+
+/// Inserts a user; `None` when the email is taken.
+pub async fn insert(
+    state: &AppState,
+    email: &str,
+    name: &str,
+    password_hash: Option<&str>,
+    role: Role,
+) -> Result<Option<UserRow>> {
+    let now = now_ms();
+    let id = new_id("usr");
+    let res = sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, role, plan, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'free', $6, $6)",
+    )
+    .bind(&id)
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .bind(role.as_str())
+    .bind(now)
+    .execute(&state.db.pool)
+    .await;
+    match res {
+        Ok(_) => find_by_id(state, &id).await,
+        Err(e) if is_unique_violation(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finds the user with this email or creates a customer without a password (licenses granted to
+/// an email before its owner registers).
+pub async fn find_or_create_customer(state: &AppState, email: &str) -> Result<UserRow> {
+    if let Some(u) = find_by_email(state, email).await? {
+        return Ok(u);
+    }
+    let name = email.split('@').next().unwrap_or(email).to_string();
+    match insert(state, email, &name, None, Role::Customer).await? {
+        Some(u) => Ok(u),
+        // Lost a race with another insert of the same email: it exists now.
+        None => find_by_email(state, email)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("user vanished"))),
+    }
+}
+
+/// What the start-up admin bootstrap did, for the banner.
+pub enum Bootstrap {
+    /// An admin already existed (or the configured one did).
+    Existing,
+    /// The configured `ECOSIRE_ADMIN_EMAIL` was created.
+    CreatedConfigured(String),
+    /// No admin and nothing configured: one was made with a generated password, shown once.
+    CreatedGenerated { email: String, password: String },
+}
+
+pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<Bootstrap> {
+    if let (Some(email), Some(password)) = (&state.config.admin_email, &state.config.admin_password)
+    {
+        let email = crate::http::checks::normalize_email(email)
+            .ok_or_else(|| anyhow::anyhow!("ECOSIRE_ADMIN_EMAIL: not a valid email address"))?;
+        if find_by_email(state, &email)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_some()
+        {
+            return Ok(Bootstrap::Existing);
+        }
+        let hash = super::passwords::hash(password.clone()).await?;
+        insert(state, &email, "Administrator", Some(&hash), Role::Admin)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(Bootstrap::CreatedConfigured(email));
+    }
+    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin'")
+        .fetch_one(&state.db.pool)
+        .await?;
+    if admins > 0 {
+        return Ok(Bootstrap::Existing);
+    }
+    let email = "admin@ecosire.local".to_string();
+    let password = crate::crypto::random_base62(20);
+    let hash = super::passwords::hash(password.clone()).await?;
+    insert(state, &email, "Administrator", Some(&hash), Role::Admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Bootstrap::CreatedGenerated { email, password })
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(get_user))
+}
+
+/// Lists users (admin).
+#[utoipa::path(get, path = "/api/users", tag = "users", params(PageParams),
+    responses((status = 200, body = Page<User>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<User>>> {
+    let req = page.checked()?;
+    let mut f = crate::db::Filters::default();
+    if let Some(before) = &req.before_id {
+        f.push("id", "<", before.clone());
+    }
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users{} ORDER BY id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let rows = q.fetch_all(&state.db.pool).await?;
+    Ok(Json(
+        Page::from_rows(rows, &req, |r| &r.id).map(|r| r.view()),
+    ))
+}
+
+/// Gets one user (admin).
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = User), (status = 401, body = crate::error::Problem), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<User>> {
+    let user = find_by_id(&state, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("User"))?;
+    Ok(Json(user.view()))
+}

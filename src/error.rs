@@ -1,0 +1,246 @@
+//! One error type for every handler, rendered as the RFC 9457 problem body of API.md.
+//!
+//! Opaque variants (`Db`, `Internal`) are logged with their cause chain and answered with a bare
+//! 500 that carries only the request id: no SQL, no file path, no stack ever leaves the process.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::request_id;
+
+/// A field-level validation failure, as listed in `details`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400 `MALFORMED_JSON` and other 400s with a stable code.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// Any other status with a stable code (401 INVALID_CREDENTIALS, 429, …).
+    #[error("{message}")]
+    Status {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Error::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+    /// A single-field 422.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::new(field, message)])
+    }
+    pub fn status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Error::Status {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    /// The generic 404 for an object the caller may not see or that does not exist.
+    pub fn no_such(what: &str) -> Self {
+        Error::not_found("NOT_FOUND", format!("{what} not found"))
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Status { status, .. } => *status,
+            Error::Db(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest { code, .. }
+            | Error::Forbidden { code, .. }
+            | Error::NotFound { code, .. }
+            | Error::Conflict { code, .. }
+            | Error::Unavailable { code, .. }
+            | Error::Status { code, .. } => code,
+            Error::Validation(_) => "VALIDATION_FAILED",
+            Error::Unauthenticated => "UNAUTHENTICATED",
+            Error::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Error::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Error::Db(_) | Error::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Error::Validation(_) => "Validation failed".into(),
+            Error::Unauthenticated => "Authentication required".into(),
+            Error::UnsupportedMediaType => "Expected Content-Type: application/json".into(),
+            Error::PayloadTooLarge => "Request body is too large".into(),
+            Error::MethodNotAllowed => "Method not allowed for this route".into(),
+            Error::Db(_) | Error::Internal(_) => "Internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The RFC 9457 body plus the members the TypeScript SDK reads.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(example = "https://docs.ecosire.com/errors/validation-failed")]
+    pub kind: String,
+    #[schema(example = "Unprocessable Entity")]
+    pub title: String,
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "Validation failed")]
+    pub detail: String,
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: String,
+    #[serde(rename = "statusCode")]
+    #[schema(example = 422)]
+    pub status_code: u16,
+    #[schema(example = "Unprocessable Entity")]
+    pub error: String,
+    #[schema(example = "Validation failed")]
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldError>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Builds a problem response; used by `Error` and by the few places that answer without one.
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    details: Option<Vec<FieldError>>,
+) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error").to_string();
+    let body = Problem {
+        kind: format!(
+            "https://docs.ecosire.com/errors/{}",
+            code.to_ascii_lowercase().replace('_', "-")
+        ),
+        title: title.clone(),
+        status: status.as_u16(),
+        detail: message.clone(),
+        code: code.to_string(),
+        status_code: status.as_u16(),
+        error: title,
+        message,
+        details,
+        request_id: request_id::current(),
+    };
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    res
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match &self {
+            Error::Db(e) => tracing::error!(error = %e, debug = ?e, "database error"),
+            Error::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            _ => {}
+        }
+        let status = self.status_code();
+        let code = self.code();
+        let message = self.public_message();
+        let details = match self {
+            Error::Validation(d) => Some(d),
+            _ => None,
+        };
+        problem(status, code, message, details)
+    }
+}
+
+/// True when a database error is a unique-constraint violation (both backends).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+/// True when a database error is a foreign-key violation (both backends).
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_foreign_key_violation(),
+        _ => false,
+    }
+}

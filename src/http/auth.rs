@@ -1,0 +1,166 @@
+//! Who is calling: the access extractors. A handler states what it needs in its signature
+//! (`Principal`, `Admin`, `MaybePrincipal`); the license hot path takes none (the key is the
+//! credential).
+
+use axum::extract::FromRequestParts;
+use axum::http::{Method, header, request::Parts};
+
+use crate::accounts::users::Role;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+pub const COOKIE_NAME: &str = "ecosire_auth";
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A login session (bearer JWT or cookie); `digest` is the stored SHA-256 of its id.
+    Session { digest: String },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+    /// The stored digest of the login session behind this request, if it came with one.
+    pub fn session_digest(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session { digest } => Some(digest),
+        }
+    }
+    /// May this caller see an object owned by `owner`? Admins see everything.
+    pub fn can_see(&self, owner: Option<&str>) -> bool {
+        self.is_admin() || owner == Some(self.user_id.as_str())
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE_NAME)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// A cookie-authenticated write must come from an allowed origin or carry `X-Requested-With`
+/// (which a cross-site form cannot set).
+fn csrf_ok(parts: &Parts, state: &AppState) -> bool {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    if parts.headers.contains_key("x-requested-with") {
+        return true;
+    }
+    parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| {
+            state
+                .config
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o))
+        })
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principal>> {
+    let (token, from_cookie) = match (bearer(parts), cookie(parts)) {
+        (Some(t), _) => (t, false),
+        (None, Some(c)) => (c, true),
+        (None, None) => return Ok(None),
+    };
+    let Some((user_id, role, digest)) =
+        crate::accounts::sessions::check_session(state, token).await?
+    else {
+        return Err(Error::Unauthenticated);
+    };
+    if from_cookie && !csrf_ok(parts, state) {
+        return Err(Error::forbidden(
+            "CSRF_REJECTED",
+            "Cookie-authenticated writes need an allowed Origin or X-Requested-With",
+        ));
+    }
+    Ok(Some(Principal {
+        user_id,
+        role,
+        credential: Credential::Session { digest },
+    }))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
+        let p = authenticate(parts, state)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        parts.extensions.insert(p.clone());
+        Ok(p)
+    }
+}
+
+/// An authenticated caller who is an admin; anyone else gets 403 (401 without credentials).
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if !p.is_admin() {
+            return Err(Error::forbidden("FORBIDDEN", "This action needs an admin"));
+        }
+        Ok(Admin(p))
+    }
+}
+
+/// The caller if credentials were sent (public routes that show more to the signed-in).
+/// Invalid credentials are still a 401: a caller who sends a bad token should hear about it.
+#[derive(Debug, Clone)]
+pub struct MaybePrincipal(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybePrincipal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if bearer(parts).is_none() && cookie(parts).is_none() {
+            return Ok(MaybePrincipal(None));
+        }
+        Principal::from_request_parts(parts, state)
+            .await
+            .map(|p| MaybePrincipal(Some(p)))
+    }
+}

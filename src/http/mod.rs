@@ -1,0 +1,7 @@
+//! HTTP plumbing shared by every module: extractors, access, pagination, request ids.
+
+pub mod auth;
+pub mod checks;
+pub mod extract;
+pub mod pagination;
+pub mod request_id;

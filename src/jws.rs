@@ -1,0 +1,168 @@
+//! Compact JWS (RFC 7515) with EdDSA/Ed25519 (RFC 8037): the one signing path for license tokens
+//! and session JWTs (they use distinct keys, `typ` and `aud`).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An Ed25519 key with its key id.
+#[derive(Clone)]
+pub struct Signer {
+    pub kid: String,
+    key: SigningKey,
+    /// The encoded header for `typ = JWT`, computed once.
+    header_b64: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.kid)
+    }
+}
+
+impl Signer {
+    pub fn new(key: SigningKey, typ: &str) -> Self {
+        let kid = thumbprint(&key.verifying_key());
+        let header = serde_json::json!({"alg": "EdDSA", "typ": typ, "kid": kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        Signer {
+            kid,
+            key,
+            header_b64,
+        }
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn sign<C: Serialize>(&self, claims: &C) -> String {
+        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 90);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let sig = self.key.sign(out.as_bytes());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut out);
+        out
+    }
+}
+
+/// The RFC 7638 JWK thumbprint of an Ed25519 public key: a stable, standard `kid`.
+pub fn thumbprint(key: &VerifyingKey) -> String {
+    let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(crate::crypto::sha256(canonical.as_bytes()))
+}
+
+/// The public JWK of a key, as published at `/.well-known/jwks.json`.
+pub fn jwk(key: &VerifyingKey) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(key.as_bytes()),
+        "kid": thumbprint(key), "use": "sig", "alg": "EdDSA",
+    })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwsError {
+    #[error("token is not a compact JWS")]
+    Malformed,
+    #[error("unsupported algorithm or type")]
+    Header,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("bad signature")]
+    Signature,
+}
+
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    typ: Option<String>,
+    kid: Option<String>,
+}
+
+/// Verifies a compact JWS and returns its claims. Only `alg: EdDSA` with the expected `typ` is
+/// accepted (no `none`, no algorithm confusion); the key is chosen by `kid`.
+pub fn verify<C: DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    key_for: impl Fn(&str) -> Option<VerifyingKey>,
+) -> Result<C, JwsError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwsError::Malformed);
+    };
+    let header: Header = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwsError::Malformed)?;
+    if header.alg != "EdDSA" || header.typ.as_deref() != Some(typ) {
+        return Err(JwsError::Header);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(&key_for)
+        .ok_or(JwsError::UnknownKey)?;
+    let sig_bytes: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(JwsError::Malformed)?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    key.verify(signing_input.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| JwsError::Signature)?;
+    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| JwsError::Malformed)?;
+    serde_json::from_slice(&payload).map_err(|_| JwsError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::new(SigningKey::from_bytes(&[3; 32]), "JWT")
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips() {
+        let s = signer();
+        let t = s.sign(&serde_json::json!({"sub": "lic_1"}));
+        let vk = s.verifying_key();
+        let c: serde_json::Value = verify(&t, "JWT", |k| (k == s.kid).then_some(vk)).unwrap();
+        assert_eq!(c["sub"], "lic_1");
+    }
+
+    #[test]
+    fn tampering_wrong_type_and_none_are_rejected() {
+        let s = signer();
+        let vk = s.verifying_key();
+        let t = s.sign(&serde_json::json!({"sub": "lic_1"}));
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"lic_2"}"#);
+        let tampered = format!("{}.{}.{}", parts[0], forged, parts[2]);
+        let key = |k: &str| (k == s.kid).then_some(vk);
+        assert_eq!(
+            verify::<serde_json::Value>(&tampered, "JWT", key),
+            Err(JwsError::Signature)
+        );
+        assert_eq!(
+            verify::<serde_json::Value>(&t, "at+jwt", key),
+            Err(JwsError::Header)
+        );
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            parts[1]
+        );
+        assert!(verify::<serde_json::Value>(&none, "JWT", key).is_err());
+    }
+}

@@ -1,0 +1,636 @@
+//! License administration: create, list, read, patch, the lifecycle actions, and activations.
+//! Admins see and do everything; a customer reads their own licenses and frees their own seats.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::hot::remove_activation;
+use super::key::LicenseKey;
+use super::model::{Activation, LICENSE_COLUMNS, License, LicenseRow, LicenseStatus};
+use super::store;
+use crate::crypto::new_id;
+use crate::db::Filters;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::events;
+use crate::http::auth::{Admin, Principal};
+use crate::http::checks::{Checks, normalize_email};
+use crate::http::extract::{Json, OptionalJson, Path, Query};
+use crate::http::pagination::{Page, PageParams};
+use crate::state::AppState;
+use crate::timestamp::{Timestamp, double_option, now_ms};
+
+const DAY_MS: i64 = 86_400_000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(sqlx::FromRow)]
+struct CountedRow {
+    #[sqlx(flatten)]
+    license: LicenseRow,
+    activations_count: i64,
+}
+
+/// The license object with its key, for admins and the owner.
+fn full_view(state: &AppState, row: &LicenseRow, count: i64) -> Result<License> {
+    let key = state.keys.data.open_string(&row.key_sealed, &row.id)?;
+    Ok(row.view(count, Some(key)))
+}
+
+async fn counted(state: &AppState, id: &str) -> Result<Option<(LicenseRow, i64)>> {
+    let row = store::license_by_id(&state.db.pool, id).await?;
+    match row {
+        Some(r) => {
+            let n = store::count_activations(&state.db.pool, &r.id).await?;
+            Ok(Some((r, n)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn check_metadata(c: &mut Checks, m: &serde_json::Value) {
+    c.check(m.is_object(), "metadata", "must be a JSON object");
+    c.check(
+        m.to_string().len() <= MAX_METADATA_BYTES,
+        "metadata",
+        "must be at most 16 KiB",
+    );
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateLicense {
+    /// Product id or slug.
+    pub product_id: String,
+    /// Owner; or give `email` to find or create a customer.
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    /// Default: the product's.
+    pub max_activations: Option<i64>,
+    /// May be in the past. Default: now + the product's `duration_days` (none when null).
+    pub expires_at: Option<Timestamp>,
+    /// Default: the product's.
+    pub entitlements: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Creates a license (admin). The answer is the only one besides GETs by admins and the owner
+/// that carries the full `key`.
+#[utoipa::path(post, path = "/api/licenses", tag = "licenses", request_body = CreateLicense,
+    responses((status = 201, body = License), (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn create_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Json(req): Json<CreateLicense>,
+) -> Result<(StatusCode, Json<License>)> {
+    let mut c = Checks::new();
+    c.len(&req.product_id, "product_id", 1, 255);
+    c.check(
+        !(req.user_id.is_some() && req.email.is_some()),
+        "email",
+        "give user_id or email, not both",
+    );
+    if let Some(v) = req.max_activations {
+        c.range(v, "max_activations", 1, 1_000_000);
+    }
+    if let Some(e) = &req.entitlements {
+        c.string_list(e, "entitlements", 100, 64);
+    }
+    if let Some(m) = &req.metadata {
+        check_metadata(&mut c, m);
+    }
+    let email = match &req.email {
+        Some(e) => {
+            let n = normalize_email(e);
+            c.check(n.is_some(), "email", "Invalid email address");
+            n
+        }
+        None => None,
+    };
+    c.finish()?;
+    let product = crate::billing::products::find(&state, &req.product_id)
+        .await?
+        .ok_or_else(|| Error::invalid("product_id", "no such product"))?;
+    let user_id = match (&req.user_id, &email) {
+        (Some(uid), _) => Some(
+            crate::accounts::users::find_by_id(&state, uid)
+                .await?
+                .ok_or_else(|| Error::invalid("user_id", "no such user"))?
+                .id,
+        ),
+        (None, Some(e)) => Some(
+            crate::accounts::users::find_or_create_customer(&state, e)
+                .await?
+                .id,
+        ),
+        (None, None) => None,
+    };
+    let now = now_ms();
+    let expires_at = match req.expires_at {
+        Some(t) => Some(t.ms()),
+        None => product.duration_days.map(|d| now + d * DAY_MS),
+    };
+    let entitlements = match &req.entitlements {
+        Some(e) => serde_json::to_string(e).expect("json"),
+        None => product.entitlements.clone(),
+    };
+    let metadata = req
+        .metadata
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({}))
+        .to_string();
+    let id = new_id("lic");
+    let key = LicenseKey::generate();
+    let mut tx = state.db.begin().await?;
+    let res = sqlx::query(
+        "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
+         max_activations, entitlements, metadata, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $11)",
+    )
+    .bind(&id)
+    .bind(key.digest_hex())
+    .bind(state.keys.data.seal(key.as_str().as_bytes(), &id))
+    .bind(key.last4())
+    .bind(&product.id)
+    .bind(&user_id)
+    .bind(expires_at)
+    .bind(req.max_activations.unwrap_or(product.max_activations))
+    .bind(&entitlements)
+    .bind(&metadata)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = res {
+        return Err(if is_unique_violation(&e) {
+            Error::Internal(anyhow::anyhow!("license key collision"))
+        } else {
+            e.into()
+        });
+    }
+    let row = store::license_by_id(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    // The outbox keeps no plaintext key: the dispatcher adds it when it sends the event.
+    events::emit(
+        &mut tx,
+        "license.created",
+        serde_json::to_value(row.view(0, None)).expect("json"),
+    )
+    .await?;
+    tx.commit().await?;
+    // An unknown-key entry may be cached for this digest (someone guessed it): forget it.
+    state.licenses.changed(&state.db, &row.key_digest).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(row.view(0, Some(key.as_str().to_string()))),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LicenseFilters {
+    pub user_id: Option<String>,
+    pub product_id: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Lists licenses: all for admins, their own for customers. Filters `user_id`, `product_id`, `status`.
+#[utoipa::path(get, path = "/api/licenses", tag = "licenses", params(PageParams, LicenseFilters),
+    responses((status = 200, body = Page<License>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_licenses(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageParams>,
+    Query(filters): Query<LicenseFilters>,
+) -> Result<Json<Page<License>>> {
+    let req = page.checked()?;
+    let mut f = Filters::default();
+    if let Some(s) = &filters.status {
+        LicenseStatus::parse(s)
+            .ok_or_else(|| Error::invalid("status", "must be active, suspended or revoked"))?;
+        f.push("l.status", "=", s.clone());
+    }
+    if !principal.is_admin() {
+        f.push("l.user_id", "=", principal.user_id.clone());
+    }
+    if let Some(u) = &filters.user_id {
+        f.push("l.user_id", "=", u.clone());
+    }
+    if let Some(p) = &filters.product_id {
+        f.push("l.product_id", "=", p.clone());
+    }
+    if let Some(b) = &req.before_id {
+        f.push("l.id", "<", b.clone());
+    }
+    let sql = format!(
+        "SELECT {LICENSE_COLUMNS}, (SELECT count(*) FROM activations a WHERE a.license_id = l.id) AS activations_count \
+         FROM licenses l{} ORDER BY l.id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, CountedRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let rows = q.fetch_all(&state.db.pool).await?;
+    let page = Page::from_rows(rows, &req, |r| &r.license.id);
+    let data = page
+        .data
+        .iter()
+        .map(|r| full_view(&state, &r.license, r.activations_count))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Json(Page {
+        data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Loads a license the caller may see, else 404 (another customer's license does not exist for them).
+async fn visible(state: &AppState, principal: &Principal, id: &str) -> Result<(LicenseRow, i64)> {
+    match counted(state, id).await? {
+        Some((row, n)) if principal.can_see(row.user_id.as_deref()) => Ok((row, n)),
+        _ => Err(Error::no_such("License")),
+    }
+}
+
+/// Gets a license (admin or owner), with its key.
+#[utoipa::path(get, path = "/api/licenses/{id}", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 200, body = License), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_license(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<License>> {
+    let (row, n) = visible(&state, &principal, &id).await?;
+    Ok(Json(full_view(&state, &row, n)?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateLicense {
+    pub max_activations: Option<i64>,
+    /// `null` removes the expiry; a past time makes the license validate as EXPIRED.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Timestamp>)]
+    pub expires_at: Option<Option<Timestamp>>,
+    pub entitlements: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// `null` detaches the license from its owner.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub user_id: Option<Option<String>>,
+}
+
+/// Updates a license (admin). Status changes go through the lifecycle actions.
+#[utoipa::path(patch, path = "/api/licenses/{id}", tag = "licenses", params(("id" = String, Path)), request_body = UpdateLicense,
+    responses((status = 200, body = License), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn update_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(req): Json<UpdateLicense>,
+) -> Result<Json<License>> {
+    let mut c = Checks::new();
+    if let Some(v) = req.max_activations {
+        c.range(v, "max_activations", 1, 1_000_000);
+    }
+    if let Some(e) = &req.entitlements {
+        c.string_list(e, "entitlements", 100, 64);
+    }
+    if let Some(m) = &req.metadata {
+        check_metadata(&mut c, m);
+    }
+    c.finish()?;
+    if let Some(Some(uid)) = &req.user_id {
+        crate::accounts::users::find_by_id(&state, uid)
+            .await?
+            .ok_or_else(|| Error::invalid("user_id", "no such user"))?;
+    }
+    let mut tx = state.db.begin_license_write(&id).await?;
+    let cur = store::license_by_id(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    sqlx::query(
+        "UPDATE licenses SET max_activations = $2, expires_at = $3, entitlements = $4, metadata = $5, user_id = $6, updated_at = $7 WHERE id = $1",
+    )
+    .bind(&cur.id)
+    .bind(req.max_activations.unwrap_or(cur.max_activations))
+    .bind(req.expires_at.map(|o| o.map(Timestamp::ms)).unwrap_or(cur.expires_at))
+    .bind(req.entitlements.map(|e| serde_json::to_string(&e).expect("json")).unwrap_or(cur.entitlements.clone()))
+    .bind(req.metadata.map(|m| m.to_string()).unwrap_or(cur.metadata.clone()))
+    .bind(req.user_id.unwrap_or(cur.user_id.clone()))
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    let row = store::license_by_id(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    let n = store::count_activations(&mut *tx, &id).await?;
+    tx.commit().await?;
+    state.licenses.changed(&state.db, &row.key_digest).await;
+    Ok(Json(full_view(&state, &row, n)?))
+}
+
+/// Lists a license's live activations (admin or owner).
+#[utoipa::path(get, path = "/api/licenses/{id}/activations", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 200, body = Page<Activation>), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_license_activations(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Page<Activation>>> {
+    let (row, _) = visible(&state, &principal, &id).await?;
+    let data = store::activations(&state.db.pool, &row.id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
+}
+
+/// Frees a seat (admin, or the license's owner).
+#[utoipa::path(delete, path = "/api/activations/{id}", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 204, description = "Seat freed"), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn delete_activation(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let a = store::activation_by_id(&state.db.pool, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("Activation"))?;
+    let mut tx = state.db.begin_license_write(&a.license_id).await?;
+    let row = store::license_by_id(&mut *tx, &a.license_id)
+        .await?
+        .ok_or_else(|| Error::no_such("Activation"))?;
+    if !principal.can_see(row.user_id.as_deref()) {
+        return Err(Error::no_such("Activation"));
+    }
+    let a = store::activation_by_id(&mut *tx, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("Activation"))?;
+    remove_activation(&state, tx, &row, a, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LicenseEnvelope {
+    pub license: License,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RevokeRequest {
+    /// Recorded with the event.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RenewRequest {
+    /// The new expiry; or
+    pub expires_at: Option<Timestamp>,
+    /// days added to the later of now and the current expiry.
+    pub extend_days: Option<i64>,
+}
+
+/// What a lifecycle action changes.
+struct Change {
+    status: LicenseStatus,
+    expires_at: Option<i64>,
+    new_key: Option<LicenseKey>,
+    /// `None`: nothing changed (idempotent repeat), no event.
+    event: Option<&'static str>,
+}
+
+/// Runs one lifecycle action under the license's write lock: update, event, commit, invalidate.
+async fn transition(
+    state: &AppState,
+    id: &str,
+    extra: serde_json::Value,
+    decide: impl FnOnce(&LicenseRow) -> Result<Change>,
+) -> Result<Json<LicenseEnvelope>> {
+    let mut tx = state.db.begin_license_write(id).await?;
+    let cur = store::license_by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    let change = decide(&cur)?;
+    let now = now_ms();
+    let (digest, sealed, last4) = match &change.new_key {
+        Some(k) => (
+            k.digest_hex(),
+            state.keys.data.seal(k.as_str().as_bytes(), &cur.id),
+            k.last4(),
+        ),
+        None => (
+            cur.key_digest.clone(),
+            cur.key_sealed.clone(),
+            cur.key_last4.clone(),
+        ),
+    };
+    if change.event.is_some() {
+        sqlx::query(
+            "UPDATE licenses SET status = $2, expires_at = $3, key_digest = $4, key_sealed = $5, key_last4 = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&cur.id)
+        .bind(change.status.as_str())
+        .bind(change.expires_at)
+        .bind(&digest)
+        .bind(&sealed)
+        .bind(&last4)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let row = store::license_by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    let n = store::count_activations(&mut *tx, id).await?;
+    if let Some(kind) = change.event {
+        let mut body = serde_json::to_value(row.view(n, None)).expect("json");
+        if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            obj.extend(extra.clone());
+        }
+        events::emit(&mut tx, kind, body).await?;
+    }
+    tx.commit().await?;
+    state.licenses.changed(&state.db, &cur.key_digest).await;
+    if digest != cur.key_digest {
+        state.licenses.changed(&state.db, &digest).await;
+    }
+    Ok(Json(LicenseEnvelope {
+        license: full_view(state, &row, n)?,
+    }))
+}
+
+fn revoked_is_final() -> Error {
+    Error::conflict(
+        "LICENSE_REVOKED",
+        "The license is revoked; revocation is final",
+    )
+}
+
+fn same(cur: &LicenseRow) -> Change {
+    Change {
+        status: cur.status(),
+        expires_at: cur.expires_at,
+        new_key: None,
+        event: None,
+    }
+}
+
+/// Revokes a license for good (admin). Emits `license.revoked`.
+#[utoipa::path(post, path = "/api/licenses/{id}/revoke", tag = "licenses", params(("id" = String, Path)), request_body(content = RevokeRequest, content_type = "application/json"),
+    responses((status = 200, body = LicenseEnvelope), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RevokeRequest>,
+) -> Result<Json<LicenseEnvelope>> {
+    let reason = body.reason;
+    if let Some(r) = &reason {
+        Checks::new().len(r, "reason", 0, 1000).finish()?;
+    }
+    transition(
+        &state,
+        &id,
+        serde_json::json!({ "reason": reason }),
+        |cur| {
+            if cur.status() == LicenseStatus::Revoked {
+                return Ok(same(cur));
+            }
+            Ok(Change {
+                status: LicenseStatus::Revoked,
+                expires_at: cur.expires_at,
+                new_key: None,
+                event: Some("license.revoked"),
+            })
+        },
+    )
+    .await
+}
+
+/// Suspends a license (admin). Emits `license.suspended`.
+#[utoipa::path(post, path = "/api/licenses/{id}/suspend", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 200, body = LicenseEnvelope), (status = 404, body = crate::error::Problem), (status = 409, description = "LICENSE_REVOKED", body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn suspend_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>> {
+    transition(&state, &id, serde_json::json!({}), |cur| {
+        match cur.status() {
+            LicenseStatus::Revoked => Err(revoked_is_final()),
+            LicenseStatus::Suspended => Ok(same(cur)),
+            LicenseStatus::Active => Ok(Change {
+                status: LicenseStatus::Suspended,
+                expires_at: cur.expires_at,
+                new_key: None,
+                event: Some("license.suspended"),
+            }),
+        }
+    })
+    .await
+}
+
+/// Reinstates a suspended license (admin). Emits `license.reinstated`.
+#[utoipa::path(post, path = "/api/licenses/{id}/reinstate", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 200, body = LicenseEnvelope), (status = 404, body = crate::error::Problem), (status = 409, description = "LICENSE_REVOKED", body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn reinstate_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>> {
+    transition(&state, &id, serde_json::json!({}), |cur| {
+        match cur.status() {
+            LicenseStatus::Revoked => Err(revoked_is_final()),
+            LicenseStatus::Active => Ok(same(cur)),
+            LicenseStatus::Suspended => Ok(Change {
+                status: LicenseStatus::Active,
+                expires_at: cur.expires_at,
+                new_key: None,
+                event: Some("license.reinstated"),
+            }),
+        }
+    })
+    .await
+}
+
+/// Renews a license to `expires_at`, or by `extend_days` from the later of now and its expiry (admin).
+#[utoipa::path(post, path = "/api/licenses/{id}/renew", tag = "licenses", params(("id" = String, Path)), request_body = RenewRequest,
+    responses((status = 200, body = LicenseEnvelope), (status = 404, body = crate::error::Problem), (status = 409, description = "LICENSE_REVOKED", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn renew_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(req): Json<RenewRequest>,
+) -> Result<Json<LicenseEnvelope>> {
+    let mut c = Checks::new();
+    c.check(
+        req.expires_at.is_some() != req.extend_days.is_some(),
+        "expires_at",
+        "give exactly one of expires_at or extend_days",
+    );
+    if let Some(d) = req.extend_days {
+        c.range(d, "extend_days", 1, 36_500);
+    }
+    c.finish()?;
+    let now = now_ms();
+    transition(&state, &id, serde_json::json!({}), |cur| {
+        if cur.status() == LicenseStatus::Revoked {
+            return Err(revoked_is_final());
+        }
+        let expires_at = match (req.expires_at, req.extend_days) {
+            (Some(t), _) => t.ms(),
+            (None, Some(d)) => cur.expires_at.unwrap_or(now).max(now) + d * DAY_MS,
+            (None, None) => unreachable!("checked above"),
+        };
+        Ok(Change {
+            status: cur.status(),
+            expires_at: Some(expires_at),
+            new_key: None,
+            event: Some("license.renewed"),
+        })
+    })
+    .await
+}
+
+/// Gives a license a new key; the old key stops working at once (admin).
+#[utoipa::path(post, path = "/api/licenses/{id}/reissue", tag = "licenses", params(("id" = String, Path)),
+    responses((status = 200, body = LicenseEnvelope), (status = 404, body = crate::error::Problem), (status = 409, description = "LICENSE_REVOKED", body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn reissue_license(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>> {
+    transition(&state, &id, serde_json::json!({}), |cur| {
+        if cur.status() == LicenseStatus::Revoked {
+            return Err(revoked_is_final());
+        }
+        Ok(Change {
+            status: cur.status(),
+            expires_at: cur.expires_at,
+            new_key: Some(LicenseKey::generate()),
+            event: Some("license.reissued"),
+        })
+    })
+    .await
+}

@@ -1,0 +1,61 @@
+//! Licensing: the hot path (validate, activate, …), signed tokens, the snapshot cache, and the
+//! admin side of licenses.
+
+pub mod admin;
+pub mod cache;
+pub mod decide;
+pub mod hot;
+pub mod key;
+pub mod keyring;
+pub mod model;
+pub mod store;
+pub mod token;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hot::validate_license))
+        .routes(routes!(hot::activate_license))
+        .routes(routes!(hot::deactivate_license))
+        .routes(routes!(hot::heartbeat_license))
+        .routes(routes!(hot::list_own_activations))
+        .routes(routes!(jwks))
+        .routes(routes!(well_known_jwks))
+        .routes(routes!(admin::create_license, admin::list_licenses))
+        .routes(routes!(admin::get_license, admin::update_license))
+        .routes(routes!(admin::list_license_activations))
+        .routes(routes!(admin::delete_activation))
+        .routes(routes!(admin::revoke_license))
+        .routes(routes!(admin::suspend_license))
+        .routes(routes!(admin::reinstate_license))
+        .routes(routes!(admin::renew_license))
+        .routes(routes!(admin::reissue_license))
+}
+
+fn jwks_response(state: &AppState) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.keys.jwks()),
+    )
+        .into_response()
+}
+
+/// The public keys that verify license tokens (JWKS, RFC 7517).
+#[utoipa::path(get, path = "/api/licenses/jwks", tag = "licensing",
+    responses((status = 200, description = "JWK Set", body = Object)))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    jwks_response(&state)
+}
+
+/// The same JWKS at the well-known location.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "licensing",
+    responses((status = 200, description = "JWK Set", body = Object)))]
+pub async fn well_known_jwks(State(state): State<AppState>) -> Response {
+    jwks_response(&state)
+}

@@ -1,0 +1,99 @@
+//! License and activation queries, written once for both backends.
+
+use sqlx::{Any, AssertSqlSafe, Executor};
+
+use super::cache::Snapshot;
+use super::model::{ACTIVATION_COLUMNS, ActivationRow, LICENSE_COLUMNS, LicenseRow};
+use crate::db::Db;
+
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    #[sqlx(flatten)]
+    license: LicenseRow,
+    product_slug: String,
+    offline_lease_days: i64,
+    heartbeat_timeout_s: Option<i64>,
+}
+
+/// Loads everything the hot path needs about the license with this key digest.
+pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {LICENSE_COLUMNS}, p.slug AS product_slug, p.offline_lease_days, p.heartbeat_timeout_s \
+         FROM licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1"
+    );
+    let Some(r) = sqlx::query_as::<_, SnapshotRow>(AssertSqlSafe(sql))
+        .bind(digest_hex)
+        .fetch_optional(&db.pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let acts = activations(&db.pool, &r.license.id).await?;
+    Ok(Some(Snapshot::new(
+        r.license,
+        r.product_slug,
+        r.offline_lease_days,
+        r.heartbeat_timeout_s,
+        acts.into_iter().map(Into::into).collect(),
+    )))
+}
+
+pub async fn license_by_id<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: &str,
+) -> Result<Option<LicenseRow>, sqlx::Error> {
+    let sql = format!("SELECT {LICENSE_COLUMNS} FROM licenses l WHERE l.id = $1");
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
+/// Live activations of a license, oldest first.
+pub async fn activations<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    license_id: &str,
+) -> Result<Vec<ActivationRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = $1 ORDER BY id");
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(license_id)
+        .fetch_all(ex)
+        .await
+}
+
+pub async fn activation_by_fingerprint<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    license_id: &str,
+    fingerprint: &str,
+) -> Result<Option<ActivationRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = $1 AND fingerprint = $2"
+    );
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(license_id)
+        .bind(fingerprint)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn activation_by_id<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: &str,
+) -> Result<Option<ActivationRow>, sqlx::Error> {
+    let sql = format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = $1");
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(ex)
+        .await
+}
+
+pub async fn count_activations<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    license_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM activations WHERE license_id = $1")
+        .bind(license_id)
+        .fetch_one(ex)
+        .await
+}

@@ -1,0 +1,43 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::{Error, Result};
+use crate::http::extract::Json;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/api/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/api/ready", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "DATABASE_UNAVAILABLE", body = crate::error::Problem)))]
+pub async fn ready(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>)> {
+    if state.db.ping().await {
+        Ok((StatusCode::OK, Json(Health { status: "ready" })))
+    } else {
+        Err(Error::Unavailable {
+            code: "DATABASE_UNAVAILABLE",
+            message: "The database does not answer".into(),
+        })
+    }
+}

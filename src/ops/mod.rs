@@ -1,0 +1,4 @@
+//! Operations: liveness, readiness, the OpenAPI document and Swagger UI.
+
+pub mod health;
+pub mod openapi;

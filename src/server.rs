@@ -1,0 +1,205 @@
+//! The router, its middleware, the background tasks and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{Error, problem};
+use crate::licensing::cache::LicenseCache;
+use crate::licensing::keyring::Keyring;
+use crate::state::{App, AppState};
+
+/// Bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::ops::openapi::ApiDoc::openapi())
+        .merge(crate::licensing::router())
+        .merge(crate::accounts::router())
+        .merge(crate::billing::router())
+        .merge(crate::ops::health::router())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = api_router().split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    api
+}
+
+async fn not_found() -> Error {
+    Error::not_found("NOT_FOUND", "No such route")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        "Internal server error".into(),
+        None,
+    )
+}
+
+/// The whole application as a `Router`, for `serve` and for in-process tests.
+pub fn app(state: AppState) -> Router {
+    let (router, mut api) = api_router().split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    router
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(
+            crate::http::request_id::middleware,
+        ))
+}
+
+/// Connects the database, runs migrations, loads (or creates) the keys: everything `serve` needs.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let (keys, generated) = Keyring::load_or_init(&config.keys_dir)?;
+    for g in generated {
+        tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
+    }
+    Ok(AppState::new(App {
+        config,
+        db,
+        keys,
+        licenses: LicenseCache::default(),
+    }))
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// and stops the background tasks.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks = spawn_background(&state, stop_rx);
+    let router = app(state);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    Ok(())
+}
+
+/// The heartbeat reaper and, on PostgreSQL, the cache-invalidation listener.
+pub fn spawn_background(
+    state: &AppState,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![];
+    {
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.config.reaper_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        match crate::licensing::hot::reap_silent_activations(&state).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(released = n, "released silent activations"),
+                            Err(e) => tracing::warn!(error = %e, "heartbeat reaper failed; will retry"),
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    if state.db.backend == crate::db::Backend::Postgres {
+        let state = state.clone();
+        let mut stop = stop;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut listener = match state.db.listen_license_changes().await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                };
+                // Anything may have changed while we were not listening.
+                state.licenses.invalidate_all_local();
+                loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(n) => {
+                                let payload = n.payload();
+                                if payload == "*" {
+                                    state.licenses.invalidate_all_local();
+                                } else if let Some(d) = hex::decode(payload).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                                    state.licenses.invalidate_local(&d).await;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                                break;
+                            }
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,36 @@
+//! The one shared state: cheap handles, each documented, behind one `Arc`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::licensing::cache::LicenseCache;
+use crate::licensing::keyring::Keyring;
+
+pub struct App {
+    /// What the server was started with.
+    pub config: Config,
+    /// The pool (SQLite or PostgreSQL) and the backend-specific pieces.
+    pub db: Db,
+    /// Signing keys (license tokens, sessions) and the data key for sealed secrets.
+    pub keys: Keyring,
+    /// License snapshots by key digest: the hot path's only read on a hit.
+    pub licenses: LicenseCache,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        AppState(Arc::new(app))
+    }
+}
