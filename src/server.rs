@@ -31,6 +31,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::accounts::router())
         .merge(crate::billing::router())
         .merge(crate::ops::health::router())
+        .merge(crate::ops::audit::router())
 }
 
 /// The OpenAPI document of every route.
@@ -66,9 +67,13 @@ pub fn app(state: AppState) -> Router {
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::http::accounting::middleware,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(
             crate::http::request_id::middleware,
@@ -88,6 +93,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         db,
         keys,
         licenses: LicenseCache::default(),
+        accounting: Default::default(),
     }))
 }
 
@@ -100,6 +106,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let tasks = spawn_background(&state, stop_rx);
+    let flush_state = state.clone();
     let router = app(state);
     axum::serve(
         listener,
@@ -111,6 +118,7 @@ pub async fn serve(
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
+    flush_state.accounting.flush(&flush_state.db).await;
     Ok(())
 }
 
@@ -135,6 +143,19 @@ pub fn spawn_background(
                             Err(e) => tracing::warn!(error = %e, "heartbeat reaper failed; will retry"),
                         }
                     }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    {
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.accounting.flush(&state.db).await,
                     _ = stop.changed() => break,
                 }
             }

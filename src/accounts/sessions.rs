@@ -89,6 +89,7 @@ pub async fn check_session(
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(me))
@@ -209,4 +210,51 @@ pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<J
         .await?
         .ok_or(Error::Unauthenticated)?;
     Ok(Json(MeResponse { user: user.view() }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    /// At least 8 characters.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+    #[schema(example = "Ann Lee")]
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    pub user: User,
+}
+
+/// Creates a customer account (unless `ECOSIRE_REGISTRATION=off`).
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = UserEnvelope), (status = 403, description = "REGISTRATION_CLOSED", body = crate::error::Problem),
+              (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserEnvelope>)> {
+    if !state.config.registration {
+        return Err(Error::forbidden(
+            "REGISTRATION_CLOSED",
+            "Registration is closed on this server",
+        ));
+    }
+    let email = crate::http::checks::normalize_email(&req.email);
+    let mut c = crate::http::checks::Checks::new();
+    c.check(email.is_some(), "email", "Invalid email address");
+    c.len(&req.password, "password", 8, 1024);
+    c.len(req.name.trim(), "name", 1, 200);
+    c.finish()?;
+    let email = email.expect("checked");
+    let hash = super::passwords::hash(req.password).await?;
+    let user = users::insert(&state, &email, req.name.trim(), Some(&hash), Role::Customer)
+        .await?
+        .ok_or_else(|| Error::conflict("EMAIL_TAKEN", "An account with this email exists"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserEnvelope { user: user.view() }),
+    ))
 }

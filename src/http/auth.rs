@@ -5,6 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::{Method, header, request::Parts};
 
+use crate::accounts::api_keys::{self, ApiKeyToken, Environment, Scope};
 use crate::accounts::users::Role;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -16,30 +17,63 @@ pub const COOKIE_NAME: &str = "ecosire_auth";
 pub enum Credential {
     /// A login session (bearer JWT or cookie); `digest` is the stored SHA-256 of its id.
     Session { digest: String },
+    /// An API key, never more powerful than its owner.
+    ApiKey {
+        id: String,
+        scope: Scope,
+        environment: Environment,
+    },
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: String,
+    /// The owner's role (for a key, its owner's).
     pub role: Role,
     pub credential: Credential,
 }
 
 impl Principal {
-    pub fn is_admin(&self) -> bool {
+    /// May this caller use admin-only endpoints with `method`? A session of an admin may; so may
+    /// an admin's `admin`-scoped key, and their `read-only` key for reads; a `read-write` key never.
+    pub fn is_admin(&self, method: &Method) -> bool {
+        self.role == Role::Admin
+            && match &self.credential {
+                Credential::Session { .. } => true,
+                Credential::ApiKey {
+                    scope: Scope::Admin,
+                    ..
+                } => true,
+                Credential::ApiKey {
+                    scope: Scope::ReadOnly,
+                    ..
+                } => is_read(method),
+                Credential::ApiKey {
+                    scope: Scope::ReadWrite,
+                    ..
+                } => false,
+            }
+    }
+    /// Sees every customer's objects on shared endpoints (licenses, orders, keys).
+    pub fn sees_all(&self) -> bool {
         self.role == Role::Admin
     }
     /// The stored digest of the login session behind this request, if it came with one.
     pub fn session_digest(&self) -> Option<&str> {
         match &self.credential {
             Credential::Session { digest } => Some(digest),
+            Credential::ApiKey { .. } => None,
         }
     }
     /// May this caller see an object owned by `owner`? Admins see everything.
     pub fn can_see(&self, owner: Option<&str>) -> bool {
-        self.is_admin() || owner == Some(self.user_id.as_str())
+        self.sees_all() || owner == Some(self.user_id.as_str())
     }
+}
+
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -64,7 +98,7 @@ fn cookie(parts: &Parts) -> Option<&str> {
 /// A cookie-authenticated write must come from an allowed origin or carry `X-Requested-With`
 /// (which a cross-site form cannot set).
 fn csrf_ok(parts: &Parts, state: &AppState) -> bool {
-    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if is_read(&parts.method) {
         return true;
     }
     if parts.headers.contains_key("x-requested-with") {
@@ -89,6 +123,27 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
         (None, Some(c)) => (c, true),
         (None, None) => return Ok(None),
     };
+    if !from_cookie && ApiKeyToken::looks_like(token) {
+        let key = ApiKeyToken::parse(token).ok_or(Error::Unauthenticated)?;
+        let k = api_keys::authenticate(state, &key)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        if k.scope == Scope::ReadOnly && !is_read(&parts.method) {
+            return Err(Error::forbidden(
+                "FORBIDDEN",
+                "A read-only API key cannot change anything",
+            ));
+        }
+        return Ok(Some(Principal {
+            user_id: k.user_id,
+            role: k.role,
+            credential: Credential::ApiKey {
+                id: k.id,
+                scope: k.scope,
+                environment: k.environment,
+            },
+        }));
+    }
     let Some((user_id, role, digest)) =
         crate::accounts::sessions::check_session(state, token).await?
     else {
@@ -137,10 +192,36 @@ impl FromRequestParts<AppState> for Admin {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let p = Principal::from_request_parts(parts, state).await?;
-        if !p.is_admin() {
+        if !p.is_admin(&parts.method) {
             return Err(Error::forbidden("FORBIDDEN", "This action needs an admin"));
         }
         Ok(Admin(p))
+    }
+}
+
+/// A caller who may manage API keys: a login session, or an admin-scoped key.
+#[derive(Debug, Clone)]
+pub struct KeyManager(pub Principal);
+
+impl FromRequestParts<AppState> for KeyManager {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        match &p.credential {
+            Credential::Session { .. }
+            | Credential::ApiKey {
+                scope: Scope::Admin,
+                ..
+            } => Ok(KeyManager(p)),
+            Credential::ApiKey { .. } => Err(Error::forbidden(
+                "FORBIDDEN",
+                "API keys are managed with a session or an admin-scoped key",
+            )),
+        }
     }
 }
 

@@ -212,7 +212,7 @@ pub async fn list_licenses(
             .ok_or_else(|| Error::invalid("status", "must be active, suspended or revoked"))?;
         f.push("l.status", "=", s.clone());
     }
-    if !principal.is_admin() {
+    if !principal.sees_all() {
         f.push("l.user_id", "=", principal.user_id.clone());
     }
     if let Some(u) = &filters.user_id {

@@ -1,4 +1,5 @@
 //! Operations: liveness, readiness, the OpenAPI document and Swagger UI.
 
+pub mod audit;
 pub mod health;
 pub mod openapi;

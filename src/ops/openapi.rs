@@ -13,7 +13,8 @@ use utoipa::{Modify, OpenApi};
         (name = "licenses", description = "License administration and lifecycle"),
         (name = "products", description = "Products"),
         (name = "auth", description = "Login sessions"),
-        (name = "users", description = "Users (admin)"),
+        (name = "users", description = "Users and the audit log (admin)"),
+        (name = "api-keys", description = "API keys: scoped, expiring, rotatable"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -1,0 +1,456 @@
+//! API keys for integrations: `ecos_live_`/`ecos_test_` + 32 base62 chars, stored only as a
+//! SHA-256 digest and shown once. Scoped (`read-only`, `read-write`, `admin`), optionally
+//! expiring, revocable at once, and rotatable with a grace period for the old key.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::users::Role;
+use crate::crypto::{new_id, random_base62, sha256_hex};
+use crate::db::Filters;
+use crate::error::{Error, Result};
+use crate::http::auth::KeyManager;
+use crate::http::checks::Checks;
+use crate::http::extract::{Json, Path, Query};
+use crate::http::pagination::{Page, PageParams};
+use crate::state::AppState;
+use crate::timestamp::{Timestamp, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    ReadOnly,
+    ReadWrite,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ReadOnly => "read-only",
+            Scope::ReadWrite => "read-write",
+            Scope::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Scope {
+        match s {
+            "admin" => Scope::Admin,
+            "read-write" => Scope::ReadWrite,
+            _ => Scope::ReadOnly,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Live,
+    Test,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+        }
+    }
+    pub fn parse(s: &str) -> Environment {
+        if s == "test" {
+            Environment::Test
+        } else {
+            Environment::Live
+        }
+    }
+}
+
+/// A plaintext API key. `Debug` shows only its non-secret prefix.
+#[derive(Clone)]
+pub struct ApiKeyToken(String);
+
+impl std::fmt::Debug for ApiKeyToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeyToken({}…)", self.prefix())
+    }
+}
+
+const SECRET_LEN: usize = 32;
+
+impl ApiKeyToken {
+    pub fn generate(env: Environment) -> Self {
+        ApiKeyToken(format!(
+            "ecos_{}_{}",
+            env.as_str(),
+            random_base62(SECRET_LEN)
+        ))
+    }
+    /// `Some` when `s` has the shape of an API key (so it is never mistaken for a JWT).
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s
+            .strip_prefix("ecos_live_")
+            .or_else(|| s.strip_prefix("ecos_test_"))?;
+        (rest.len() == SECRET_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| ApiKeyToken(s.to_string()))
+    }
+    pub fn looks_like(s: &str) -> bool {
+        s.starts_with("ecos_live_") || s.starts_with("ecos_test_")
+    }
+    pub fn digest(&self) -> String {
+        sha256_hex(self.0.as_bytes())
+    }
+    /// The non-secret hint shown in listings: the environment prefix and 4 characters.
+    pub fn prefix(&self) -> String {
+        self.0[..14].to_string()
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What authentication learns from a key.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub environment: Environment,
+}
+
+/// Looks up a live (not revoked, not expired) key.
+pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Option<KeyIdentity>> {
+    let row: Option<(
+        String,
+        String,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+        String,
+    )> = sqlx::query_as(
+        "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role \
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1",
+    )
+    .bind(token.digest())
+    .fetch_optional(&state.db.pool)
+    .await?;
+    let now = now_ms();
+    Ok(
+        row.and_then(|(id, user_id, scope, env, expires_at, revoked_at, role)| {
+            let live = revoked_at.is_none() && expires_at.is_none_or(|e| e > now);
+            live.then(|| KeyIdentity {
+                id,
+                user_id,
+                role: Role::parse(&role),
+                scope: Scope::parse(&scope),
+                environment: Environment::parse(&env),
+            })
+        }),
+    )
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    user_id: String,
+    name: String,
+    scope: String,
+    environment: String,
+    prefix: String,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    request_count: i64,
+    error_count: i64,
+    last_used_at: Option<i64>,
+    created_at: i64,
+}
+
+const KEY_COLUMNS: &str = "id, user_id, name, scope, environment, prefix, expires_at, revoked_at, request_count, error_count, last_used_at, created_at";
+
+/// An API key as listed (never the secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKey {
+    #[schema(example = "key_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub environment: Environment,
+    /// Non-secret hint: the first characters of the key.
+    #[schema(example = "ecos_live_4fQx")]
+    pub prefix: String,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub request_count: i64,
+    pub error_count: i64,
+    pub last_used_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl KeyRow {
+    fn view(self) -> ApiKey {
+        ApiKey {
+            id: self.id,
+            user_id: self.user_id,
+            name: self.name,
+            scope: Scope::parse(&self.scope),
+            environment: Environment::parse(&self.environment),
+            prefix: self.prefix,
+            expires_at: self.expires_at.map(Timestamp),
+            revoked_at: self.revoked_at.map(Timestamp),
+            request_count: self.request_count,
+            error_count: self.error_count,
+            last_used_at: self.last_used_at.map(Timestamp),
+            created_at: Timestamp(self.created_at),
+        }
+    }
+}
+
+/// The answer that shows a key, once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: String,
+    /// The full key. It is not stored and is never shown again.
+    #[schema(example = "ecos_live_4fQx9T2mZr8LwP0aKc3VbN7yHs1dUe6J")]
+    pub key: String,
+    pub prefix: String,
+    pub name: String,
+    pub scope: Scope,
+    pub environment: Environment,
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(get_api_key, revoke_api_key))
+        .routes(routes!(rotate_api_key))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateApiKey {
+    #[schema(example = "CI deploys")]
+    pub name: String,
+    pub scope: Scope,
+    #[serde(default)]
+    pub environment: Environment,
+    pub expires_at: Option<Timestamp>,
+}
+
+async fn insert_key(
+    state: &AppState,
+    user_id: &str,
+    name: &str,
+    scope: Scope,
+    env: Environment,
+    expires_at: Option<i64>,
+    rotated_from: Option<&str>,
+) -> Result<CreatedApiKey> {
+    let token = ApiKeyToken::generate(env);
+    let id = new_id("key");
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO api_keys (id, user_id, name, scope, environment, prefix, key_digest, expires_at, rotated_from, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&id)
+    .bind(user_id)
+    .bind(name)
+    .bind(scope.as_str())
+    .bind(env.as_str())
+    .bind(token.prefix())
+    .bind(token.digest())
+    .bind(expires_at)
+    .bind(rotated_from)
+    .bind(now)
+    .execute(&state.db.pool)
+    .await?;
+    Ok(CreatedApiKey {
+        id,
+        key: token.expose().to_string(),
+        prefix: token.prefix(),
+        name: name.to_string(),
+        scope,
+        environment: env,
+        expires_at: expires_at.map(Timestamp),
+        created_at: Timestamp(now),
+    })
+}
+
+/// Creates an API key for the caller; the answer shows it once.
+#[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 403, description = "FORBIDDEN: an admin scope for a customer, or a key without admin scope", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Json(req): Json<CreateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let mut c = Checks::new();
+    c.len(&req.name, "name", 1, 100);
+    if let Some(e) = req.expires_at {
+        c.check(e.ms() > now_ms(), "expires_at", "must be in the future");
+    }
+    c.finish()?;
+    if req.scope == Scope::Admin && p.role != Role::Admin {
+        return Err(Error::forbidden(
+            "FORBIDDEN",
+            "Only admins can hold an admin-scoped key",
+        ));
+    }
+    let created = insert_key(
+        &state,
+        &p.user_id,
+        req.name.trim(),
+        req.scope,
+        req.environment,
+        req.expires_at.map(Timestamp::ms),
+        None,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Lists API keys: the caller's own, or every key for admins. Usage counters included.
+#[utoipa::path(get, path = "/api/api-keys", tag = "api-keys", params(PageParams),
+    responses((status = 200, body = Page<ApiKey>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<ApiKey>>> {
+    let req = page.checked()?;
+    state.accounting.flush(&state.db).await;
+    let mut f = Filters::default();
+    if p.role != Role::Admin {
+        f.push("user_id", "=", p.user_id.clone());
+    }
+    if let Some(b) = &req.before_id {
+        f.push("id", "<", b.clone());
+    }
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys{} ORDER BY id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let rows = q.fetch_all(&state.db.pool).await?;
+    Ok(Json(
+        Page::from_rows(rows, &req, |r| &r.id).map(KeyRow::view),
+    ))
+}
+
+async fn visible_key(
+    state: &AppState,
+    p: &crate::http::auth::Principal,
+    id: &str,
+) -> Result<KeyRow> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    row.filter(|r| p.role == Role::Admin || r.user_id == p.user_id)
+        .ok_or_else(|| Error::no_such("API key"))
+}
+
+/// Gets one API key (owner or admin).
+#[utoipa::path(get, path = "/api/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_api_key(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKey>> {
+    state.accounting.flush(&state.db).await;
+    Ok(Json(visible_key(&state, &p, &id).await?.view()))
+}
+
+/// Revokes an API key at once.
+#[utoipa::path(delete, path = "/api/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let key = visible_key(&state, &p, &id).await?;
+    sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(&key.id)
+        .bind(now_ms())
+        .execute(&state.db.pool)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotates an API key: answers a new key with the same name, scope and environment; the old key
+/// keeps working for `ECOSIRE_API_KEY_GRACE_S` (default 24 h), then answers 401.
+#[utoipa::path(post, path = "/api/api-keys/{id}/rotate", tag = "api-keys", params(("id" = String, Path)),
+    responses((status = 201, body = CreatedApiKey), (status = 404, body = crate::error::Problem), (status = 409, description = "API_KEY_INACTIVE", body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn rotate_api_key(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let old = visible_key(&state, &p, &id).await?;
+    let now = now_ms();
+    if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e <= now) {
+        return Err(Error::conflict(
+            "API_KEY_INACTIVE",
+            "A revoked or expired key cannot be rotated",
+        ));
+    }
+    let grace_end = now + state.config.api_key_grace_s as i64 * 1000;
+    let new_expiry = old.expires_at;
+    let created = insert_key(
+        &state,
+        &old.user_id,
+        &old.name,
+        Scope::parse(&old.scope),
+        Environment::parse(&old.environment),
+        new_expiry,
+        Some(&old.id),
+    )
+    .await?;
+    sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE id = $1")
+        .bind(&old.id)
+        .bind(old.expires_at.map_or(grace_end, |e| e.min(grace_end)))
+        .execute(&state.db.pool)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_documented_shape_and_redact() {
+        let k = ApiKeyToken::generate(Environment::Live);
+        assert!(k.expose().starts_with("ecos_live_"));
+        assert_eq!(k.expose().len(), 10 + 32);
+        assert!(ApiKeyToken::parse(k.expose()).is_some());
+        assert!(ApiKeyToken::parse("ecos_live_short").is_none());
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains(&k.expose()[14..]));
+        assert!(
+            ApiKeyToken::generate(Environment::Test)
+                .expose()
+                .starts_with("ecos_test_")
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! Per-request accounting after the response is known: API-key usage counters and the audit
+//! log. Extractors that authenticate leave the caller in an `AuthSlot`; this middleware reads it.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::auth::{Credential, Principal};
+use crate::accounts::api_keys::Environment;
+use crate::ops::audit::AuditEntry;
+use crate::state::AppState;
+use crate::timestamp::now_ms;
+
+/// Filled by the access extractors with the authenticated caller.
+#[derive(Clone, Default)]
+pub struct AuthSlot(pub Arc<OnceLock<Principal>>);
+
+/// Should this request be written to the audit log?
+fn audited(p: &Principal, method: &Method, path: &str) -> bool {
+    let writes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let live_key = matches!(
+        &p.credential,
+        Credential::ApiKey {
+            environment: Environment::Live,
+            ..
+        }
+    );
+    live_key
+        || (writes
+            && (p.role == crate::accounts::users::Role::Admin || path.starts_with("/api/api-keys")))
+}
+
+pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let slot = AuthSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get(super::request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let ip = super::client_ip::client_ip(&parts, &state.config.trusted_proxies);
+    let res = next.run(Request::from_parts(parts, body)).await;
+    if let Some(p) = slot.0.get() {
+        let status = res.status().as_u16();
+        let now = now_ms();
+        if let Credential::ApiKey { id, .. } = &p.credential {
+            state.accounting.record_key_use(id, status >= 400, now);
+        }
+        if audited(p, &method, &path) {
+            state.accounting.audit(AuditEntry {
+                at: now,
+                user_id: Some(p.user_id.clone()),
+                api_key_id: match &p.credential {
+                    Credential::ApiKey { id, .. } => Some(id.clone()),
+                    _ => None,
+                },
+                method: method.to_string(),
+                path,
+                status: i64::from(status),
+                client_ip: ip.map(|i| i.to_string()),
+                request_id,
+            });
+        }
+    }
+    res
+}

@@ -1,0 +1,231 @@
+//! API-key usage counters and the audit log, both kept off the request path: requests update
+//! memory, and a background task (or a reader that needs exact figures) flushes in batches.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::crypto::new_id;
+use crate::db::{Db, Filters};
+use crate::error::{Error, Result};
+use crate::http::auth::Admin;
+use crate::http::extract::{Json, Query};
+use crate::http::pagination::{Page, PageParams};
+use crate::state::AppState;
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    requests: i64,
+    errors: i64,
+    last_used_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
+    pub client_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// In-memory usage and audit buffers.
+#[derive(Default)]
+pub struct Accounting {
+    usage: Mutex<HashMap<String, Usage>>,
+    audit: Mutex<Vec<AuditEntry>>,
+    /// Serialises flushes so two never write the same deltas.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl Accounting {
+    pub fn record_key_use(&self, key_id: &str, is_error: bool, at: i64) {
+        let mut map = self.usage.lock().expect("usage map");
+        let u = map.entry(key_id.to_string()).or_default();
+        u.requests += 1;
+        u.errors += i64::from(is_error);
+        u.last_used_at = u.last_used_at.max(at);
+    }
+
+    pub fn audit(&self, entry: AuditEntry) {
+        self.audit.lock().expect("audit buffer").push(entry);
+    }
+
+    /// Writes buffered usage and audit entries. On failure they are put back for the next try.
+    pub async fn flush(&self, db: &Db) {
+        let _guard = self.flushing.lock().await;
+        let usage: Vec<(String, Usage)> = self.usage.lock().expect("usage map").drain().collect();
+        let audit: Vec<AuditEntry> = std::mem::take(&mut *self.audit.lock().expect("audit buffer"));
+        if usage.is_empty() && audit.is_empty() {
+            return;
+        }
+        if let Err(e) = write(db, &usage, &audit).await {
+            tracing::warn!(error = %e, "flushing API-key usage and audit log failed; will retry");
+            let mut map = self.usage.lock().expect("usage map");
+            for (id, u) in usage {
+                let slot = map.entry(id).or_default();
+                slot.requests += u.requests;
+                slot.errors += u.errors;
+                slot.last_used_at = slot.last_used_at.max(u.last_used_at);
+            }
+            self.audit.lock().expect("audit buffer").extend(audit);
+        }
+    }
+}
+
+async fn write(
+    db: &Db,
+    usage: &[(String, Usage)],
+    audit: &[AuditEntry],
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for (id, u) in usage {
+        sqlx::query(
+            "UPDATE api_keys SET request_count = request_count + $2, error_count = error_count + $3, \
+             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $4 THEN $4 ELSE last_used_at END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(u.requests)
+        .bind(u.errors)
+        .bind(u.last_used_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for e in audit {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, user_id, api_key_id, method, path, status, client_ip, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(new_id("aud"))
+        .bind(e.at)
+        .bind(&e.user_id)
+        .bind(&e.api_key_id)
+        .bind(&e.method)
+        .bind(&e.path)
+        .bind(e.status)
+        .bind(&e.client_ip)
+        .bind(&e.request_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit_log))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AuditRow {
+    id: String,
+    at: i64,
+    user_id: Option<String>,
+    api_key_id: Option<String>,
+    method: String,
+    path: String,
+    status: i64,
+    client_ip: Option<String>,
+    request_id: Option<String>,
+}
+
+/// One audited request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: Timestamp,
+    pub user_id: Option<String>,
+    pub api_key_id: Option<String>,
+    #[schema(example = "POST")]
+    pub method: String,
+    #[schema(example = "/api/licenses/lic_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4/revoke")]
+    pub path: String,
+    pub status: i64,
+    pub client_ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilters {
+    pub user_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub method: Option<String>,
+    /// Only entries whose path starts with this.
+    pub path_prefix: Option<String>,
+    pub status: Option<i64>,
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/api/audit-log", tag = "users", params(PageParams, AuditFilters),
+    responses((status = 200, body = Page<AuditRecord>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_audit_log(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(page): Query<PageParams>,
+    Query(filters): Query<AuditFilters>,
+) -> Result<Json<Page<AuditRecord>>> {
+    let req = page.checked()?;
+    state.accounting.flush(&state.db).await;
+    let mut f = Filters::default();
+    if let Some(v) = &filters.user_id {
+        f.push("user_id", "=", v.clone());
+    }
+    if let Some(v) = &filters.api_key_id {
+        f.push("api_key_id", "=", v.clone());
+    }
+    if let Some(v) = &filters.method {
+        f.push("method", "=", v.to_ascii_uppercase());
+    }
+    if let Some(v) = &filters.path_prefix {
+        if v.len() > 200 {
+            return Err(Error::invalid(
+                "path_prefix",
+                "must be at most 200 characters",
+            ));
+        }
+        // LIKE wildcards in the prefix are escaped so they match literally.
+        let escaped = v
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        f.push_raw("path LIKE $? ESCAPE '\\'", format!("{escaped}%"));
+    }
+    if let Some(v) = filters.status {
+        f.push_raw("CAST(status AS TEXT) = $?", v.to_string());
+    }
+    if let Some(b) = &req.before_id {
+        f.push("id", "<", b.clone());
+    }
+    let sql = format!(
+        "SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log{} ORDER BY id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let rows = q.fetch_all(&state.db.pool).await?;
+    Ok(Json(Page::from_rows(rows, &req, |r| &r.id).map(|r| {
+        AuditRecord {
+            id: r.id,
+            at: Timestamp(r.at),
+            user_id: r.user_id,
+            api_key_id: r.api_key_id,
+            method: r.method,
+            path: r.path,
+            status: r.status,
+            client_ip: r.client_ip,
+            request_id: r.request_id,
+        }
+    })))
+}
