@@ -38,6 +38,8 @@ pub struct Config {
     pub reaper_interval: Duration,
     /// Lifetime of a login session.
     pub session_ttl: Duration,
+    /// A webhook endpoint failing without a success for this long is disabled.
+    pub webhook_disable_after: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -144,6 +146,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             reaper_interval: Duration::from_secs(10),
             session_ttl: Duration::from_secs(12 * 3600),
+            webhook_disable_after: Duration::from_secs(3 * 86_400),
         }
     }
 }

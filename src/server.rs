@@ -32,6 +32,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::billing::router())
         .merge(crate::ops::health::router())
         .merge(crate::ops::audit::router())
+        .merge(crate::events::endpoints::router())
+        .merge(crate::events::catalog::router())
 }
 
 /// The OpenAPI document of every route.
@@ -85,16 +87,22 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let (keys, generated) = Keyring::load_or_init(&config.keys_dir)?;
+    let http = crate::events::dispatcher::http_client(config.webhook_allow_private);
     for g in generated {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
     }
-    Ok(AppState::new(App {
+    let state = AppState::new(App {
         config,
         db,
         keys,
         licenses: LicenseCache::default(),
         accounting: Default::default(),
-    }))
+        events: Default::default(),
+        http,
+    });
+    state.events.refresh(&state.db).await?;
+    crate::events::endpoints::ensure_configured_endpoint(&state).await?;
+    Ok(state)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish
@@ -156,6 +164,32 @@ pub fn spawn_background(
             loop {
                 tokio::select! {
                     _ = tick.tick() => state.accounting.flush(&state.db).await,
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::events::dispatcher::run(
+        state.clone(),
+        stop.clone(),
+    )));
+    if let Some(rx) = state.events.take_validated_receiver() {
+        tasks.push(tokio::spawn(crate::events::run_validated_writer(
+            state.db.clone(),
+            state.events.clone(),
+            rx,
+            stop.clone(),
+        )));
+    }
+    {
+        // Endpoint changes made on other instances reach this one's subscription filter.
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { let _ = state.events.refresh(&state.db).await; }
                     _ = stop.changed() => break,
                 }
             }

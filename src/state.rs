@@ -19,6 +19,10 @@ pub struct App {
     pub licenses: LicenseCache,
     /// API-key usage counters and audit entries waiting to be written.
     pub accounting: crate::ops::audit::Accounting,
+    /// Who listens to which events, the `license.validated` buffer, the dispatcher's bell.
+    pub events: std::sync::Arc<crate::events::EventBus>,
+    /// The outbound HTTP client for webhooks (10 s timeout, SSRF-guarded resolver).
+    pub http: reqwest::Client,
 }
 
 #[derive(Clone)]

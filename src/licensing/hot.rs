@@ -101,6 +101,11 @@ pub async fn validate_license(
         (Some(s), Some(fp)) => s.activation(fp).cloned(),
         _ => None,
     };
+    if let Some(s) = &snap {
+        state.events.validated(|| {
+            serde_json::json!({"license": &*s.view, "valid": valid, "code": code, "fingerprint": req.fingerprint})
+        });
+    }
     Ok(Json(ValidateResponse {
         valid,
         code,

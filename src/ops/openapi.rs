@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Login sessions"),
         (name = "users", description = "Users and the audit log (admin)"),
         (name = "api-keys", description = "API keys: scoped, expiring, rotatable"),
+        (name = "webhooks", description = "Outbound webhook endpoints, deliveries and the event catalog; inbound Stripe events"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
