@@ -97,8 +97,13 @@ impl Db {
         Ok(())
     }
 
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads first and writes later can fail to upgrade its lock.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Opens a transaction that holds the write lock of one license until commit, so seat checks
@@ -106,7 +111,7 @@ impl Db {
     /// `BEGIN IMMEDIATE`; PostgreSQL locks the license row.
     pub async fn begin_license_write(&self, license_id: &str) -> Result<Tx, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Sqlite => self.begin().await,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT id FROM licenses WHERE id = $1 FOR UPDATE")

@@ -179,3 +179,24 @@ where
         parse_json(&bytes).map(OptionalJson)
     }
 }
+
+/// The raw request body (for signature checks over the exact bytes), with our 413.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::bad_request("MALFORMED_JSON", "Request body could not be read")
+                }
+            })
+    }
+}

@@ -140,26 +140,68 @@ pub async fn create_license(
         .clone()
         .unwrap_or_else(|| serde_json::json!({}))
         .to_string();
+    let mut tx = state.db.begin().await?;
+    let new = NewLicense {
+        product_id: &product.id,
+        user_id: user_id.as_deref(),
+        max_activations: req.max_activations.unwrap_or(product.max_activations),
+        expires_at,
+        entitlements: &entitlements,
+        metadata: &metadata,
+        order_id: None,
+        subscription_id: None,
+    };
+    let (row, key) = insert_license(&state, &mut tx, new).await?;
+    tx.commit().await?;
+    // An unknown-key entry may be cached for this digest (someone guessed it): forget it.
+    state.licenses.changed(&state.db, &row.key_digest).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(row.view(0, Some(key.as_str().to_string()))),
+    ))
+}
+
+/// A license to insert; `entitlements` and `metadata` are JSON text.
+pub struct NewLicense<'a> {
+    pub product_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub max_activations: i64,
+    pub expires_at: Option<i64>,
+    pub entitlements: &'a str,
+    pub metadata: &'a str,
+    pub order_id: Option<&'a str>,
+    pub subscription_id: Option<&'a str>,
+}
+
+/// Inserts a license with a fresh key inside `tx` and emits `license.created` there. The caller
+/// commits and then calls `state.licenses.changed` with the row's digest.
+pub async fn insert_license(
+    state: &AppState,
+    tx: &mut crate::db::Tx,
+    n: NewLicense<'_>,
+) -> Result<(LicenseRow, LicenseKey)> {
     let id = new_id("lic");
     let key = LicenseKey::generate();
-    let mut tx = state.db.begin().await?;
+    let now = now_ms();
     let res = sqlx::query(
         "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
-         max_activations, entitlements, metadata, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $11)",
+         max_activations, entitlements, metadata, order_id, subscription_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $13)",
     )
     .bind(&id)
     .bind(key.digest_hex())
     .bind(state.keys.data.seal(key.as_str().as_bytes(), &id))
     .bind(key.last4())
-    .bind(&product.id)
-    .bind(&user_id)
-    .bind(expires_at)
-    .bind(req.max_activations.unwrap_or(product.max_activations))
-    .bind(&entitlements)
-    .bind(&metadata)
+    .bind(n.product_id)
+    .bind(n.user_id)
+    .bind(n.expires_at)
+    .bind(n.max_activations)
+    .bind(n.entitlements)
+    .bind(n.metadata)
+    .bind(n.order_id)
+    .bind(n.subscription_id)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     if let Err(e) = res {
         return Err(if is_unique_violation(&e) {
@@ -168,23 +210,17 @@ pub async fn create_license(
             e.into()
         });
     }
-    let row = store::license_by_id(&mut *tx, &id)
+    let row = store::license_by_id(&mut **tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
     // The outbox keeps no plaintext key: the dispatcher adds it when it sends the event.
     events::emit(
-        &mut tx,
+        tx,
         "license.created",
         serde_json::to_value(row.view(0, None)).expect("json"),
     )
     .await?;
-    tx.commit().await?;
-    // An unknown-key entry may be cached for this digest (someone guessed it): forget it.
-    state.licenses.changed(&state.db, &row.key_digest).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(row.view(0, Some(key.as_str().to_string()))),
-    ))
+    Ok((row, key))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

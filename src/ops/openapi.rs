@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
         (name = "licensing", description = "The hot path: validate, activate, heartbeat, deactivate; JWKS"),
         (name = "licenses", description = "License administration and lifecycle"),
         (name = "products", description = "Products"),
+        (name = "billing", description = "Orders and subscriptions from Stripe"),
         (name = "auth", description = "Login sessions"),
         (name = "users", description = "Users and the audit log (admin)"),
         (name = "api-keys", description = "API keys: scoped, expiring, rotatable"),

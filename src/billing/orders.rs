@@ -1,0 +1,253 @@
+//! Orders and subscriptions, as Stripe events made them, with the licenses they granted.
+//! Admins see all; customers their own.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::db::Filters;
+use crate::error::{Error, Result};
+use crate::http::auth::Principal;
+use crate::http::extract::{Json, Path, Query};
+use crate::http::pagination::{Page, PageParams};
+use crate::state::AppState;
+use crate::timestamp::Timestamp;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(list_subscriptions))
+        .routes(routes!(get_subscription))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OrderRow {
+    id: String,
+    user_id: Option<String>,
+    status: String,
+    email: Option<String>,
+    stripe_checkout_session_id: Option<String>,
+    stripe_payment_intent_id: Option<String>,
+    stripe_subscription_id: Option<String>,
+    subscription_id: Option<String>,
+    amount_total: Option<i64>,
+    amount_refunded: i64,
+    currency: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, stripe_subscription_id, \
+     subscription_id, amount_total, amount_refunded, currency, created_at, updated_at";
+
+/// An order (a paid Stripe checkout) and the licenses it granted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Order {
+    #[schema(example = "ord_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
+    pub id: String,
+    pub user_id: Option<String>,
+    /// `paid`, `partially_refunded`, `refunded` or `failed`.
+    #[schema(example = "paid")]
+    pub status: String,
+    pub email: Option<String>,
+    pub stripe_checkout_session_id: Option<String>,
+    pub stripe_payment_intent_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// In the currency's smallest unit.
+    pub amount_total: Option<i64>,
+    pub amount_refunded: i64,
+    pub currency: Option<String>,
+    pub license_ids: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+async fn license_ids(state: &AppState, column: &'static str, value: &str) -> Result<Vec<String>> {
+    let sql = format!("SELECT id FROM licenses WHERE {column} = $1 ORDER BY id");
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .fetch_all(&state.db.pool)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+async fn order_view(state: &AppState, r: OrderRow) -> Result<Order> {
+    let license_ids = license_ids(state, "order_id", &r.id).await?;
+    Ok(Order {
+        id: r.id,
+        user_id: r.user_id,
+        status: r.status,
+        email: r.email,
+        stripe_checkout_session_id: r.stripe_checkout_session_id,
+        stripe_payment_intent_id: r.stripe_payment_intent_id,
+        stripe_subscription_id: r.stripe_subscription_id,
+        subscription_id: r.subscription_id,
+        amount_total: r.amount_total,
+        amount_refunded: r.amount_refunded,
+        currency: r.currency,
+        license_ids,
+        created_at: Timestamp(r.created_at),
+        updated_at: Timestamp(r.updated_at),
+    })
+}
+
+/// Lists orders: all for admins, their own for customers.
+#[utoipa::path(get, path = "/api/orders", tag = "billing", params(PageParams),
+    responses((status = 200, body = Page<Order>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<Order>>> {
+    let req = page.checked()?;
+    let mut f = Filters::default();
+    if !p.sees_all() {
+        f.push("user_id", "=", p.user_id.clone());
+    }
+    if let Some(b) = &req.before_id {
+        f.push("id", "<", b.clone());
+    }
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders{} ORDER BY id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let page = Page::from_rows(q.fetch_all(&state.db.pool).await?, &req, |r| &r.id);
+    let mut data = vec![];
+    for r in page.data {
+        data.push(order_view(&state, r).await?);
+    }
+    Ok(Json(Page {
+        data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Gets an order (admin or its customer).
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "billing", params(("id" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let row = row
+        .filter(|r| p.can_see(r.user_id.as_deref()))
+        .ok_or_else(|| Error::no_such("Order"))?;
+    Ok(Json(order_view(&state, row).await?))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct SubscriptionRow {
+    id: String,
+    user_id: Option<String>,
+    stripe_subscription_id: String,
+    status: String,
+    current_period_end: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, user_id, stripe_subscription_id, status, current_period_end, created_at, updated_at";
+
+/// A Stripe subscription and the licenses it keeps in step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Subscription {
+    #[schema(example = "sbs_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
+    pub id: String,
+    pub user_id: Option<String>,
+    #[schema(example = "sub_1Q2w3E4r5T6y")]
+    pub stripe_subscription_id: String,
+    /// Stripe's status (`active`, `trialing`, `past_due`, `canceled`, …) or `failed`.
+    pub status: String,
+    pub current_period_end: Option<Timestamp>,
+    pub license_ids: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+async fn subscription_view(state: &AppState, r: SubscriptionRow) -> Result<Subscription> {
+    let license_ids = license_ids(state, "subscription_id", &r.id).await?;
+    Ok(Subscription {
+        id: r.id,
+        user_id: r.user_id,
+        stripe_subscription_id: r.stripe_subscription_id,
+        status: r.status,
+        current_period_end: r.current_period_end.map(Timestamp),
+        license_ids,
+        created_at: Timestamp(r.created_at),
+        updated_at: Timestamp(r.updated_at),
+    })
+}
+
+/// Lists subscriptions: all for admins, their own for customers.
+#[utoipa::path(get, path = "/api/subscriptions", tag = "billing", params(PageParams),
+    responses((status = 200, body = Page<Subscription>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_subscriptions(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<Subscription>>> {
+    let req = page.checked()?;
+    let mut f = Filters::default();
+    if !p.sees_all() {
+        f.push("user_id", "=", p.user_id.clone());
+    }
+    if let Some(b) = &req.before_id {
+        f.push("id", "<", b.clone());
+    }
+    let sql = format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions{} ORDER BY id DESC LIMIT {}",
+        f.where_sql(),
+        req.limit + 1
+    );
+    let mut q = sqlx::query_as::<_, SubscriptionRow>(sqlx::AssertSqlSafe(sql));
+    for a in &f.args {
+        q = q.bind(a.clone());
+    }
+    let page = Page::from_rows(q.fetch_all(&state.db.pool).await?, &req, |r| &r.id);
+    let mut data = vec![];
+    for r in page.data {
+        data.push(subscription_view(&state, r).await?);
+    }
+    Ok(Json(Page {
+        data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Gets a subscription (admin or its customer).
+#[utoipa::path(get, path = "/api/subscriptions/{id}", tag = "billing", params(("id" = String, Path)),
+    responses((status = 200, body = Subscription), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_subscription(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Subscription>> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1");
+    let row: Option<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let row = row
+        .filter(|r| p.can_see(r.user_id.as_deref()))
+        .ok_or_else(|| Error::no_such("Subscription"))?;
+    Ok(Json(subscription_view(&state, row).await?))
+}

@@ -1,0 +1,687 @@
+//! Inbound Stripe webhooks: the signature is checked over the raw bytes before anything is parsed;
+//! each event id is recorded in the same transaction as its effects, so a redelivery changes
+//! nothing; a well-signed event we cannot use is recorded with the reason and acknowledged (200),
+//! so Stripe does not retry it forever, and never half-applied.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::crypto::new_id;
+use crate::db::Tx;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::http::extract::{Json, RawBody};
+use crate::licensing::admin::{NewLicense, insert_license};
+use crate::licensing::model::{LICENSE_COLUMNS, LicenseRow, LicenseStatus};
+use crate::state::AppState;
+use crate::timestamp::now_ms;
+
+/// Stripe's own libraries allow 5 minutes between signing and receipt.
+const TOLERANCE_S: i64 = 300;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive_stripe_event))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StripeAck {
+    pub received: bool,
+    /// `processed`, `duplicate` (seen before; nothing changed) or `ignored` (see `detail`).
+    #[schema(example = "processed")]
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+}
+
+/// Why an event could not be applied: unusable (acknowledged, recorded) or our own failure.
+enum Failure {
+    Unusable(String),
+    Internal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Internal(e)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Internal(e.into())
+    }
+}
+
+fn unusable(msg: impl Into<String>) -> Failure {
+    Failure::Unusable(msg.into())
+}
+
+/// What an applied event changed: licenses to invalidate and the `ecosire` block to forward.
+#[derive(Default)]
+struct Effects {
+    digests: Vec<String>,
+    order_id: Option<String>,
+    subscription_id: Option<String>,
+    license_ids: Vec<String>,
+    detail: Option<String>,
+}
+
+/// Receives a Stripe event.
+///
+/// Verifies `Stripe-Signature` (any `v1`, 300 s tolerance, constant time) over the raw body,
+/// then applies the event once. 401 `INVALID_SIGNATURE` changes nothing; 503 when
+/// `STRIPE_WEBHOOK_SECRET` is not configured.
+#[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks",
+    request_body(content = Object, description = "A Stripe event, exactly as Stripe sent it", content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "t=…,v1=…")),
+    responses((status = 200, body = StripeAck), (status = 400, body = crate::error::Problem), (status = 401, description = "INVALID_SIGNATURE", body = crate::error::Problem),
+              (status = 503, description = "STRIPE_NOT_CONFIGURED", body = crate::error::Problem)))]
+pub async fn receive_stripe_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<StripeAck>> {
+    let Some(secret) = &state.config.stripe_webhook_secret else {
+        return Err(Error::Unavailable {
+            code: "STRIPE_NOT_CONFIGURED",
+            message: "STRIPE_WEBHOOK_SECRET is not set on this server".into(),
+        });
+    };
+    let bad_sig = || {
+        Error::status(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_SIGNATURE",
+            "Missing, invalid or stale Stripe-Signature",
+        )
+    };
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(bad_sig)?;
+    events::signature::verify(secret, header, &body, now_ms() / 1000, TOLERANCE_S)
+        .map_err(|_| bad_sig())?;
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|_| Error::bad_request("MALFORMED_JSON", "The event is not JSON"))?;
+    let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
+        return Err(Error::invalid("id", "a Stripe event needs id and type"));
+    };
+    if id.is_empty() || id.len() > 255 || kind.len() > 255 {
+        return Err(Error::invalid(
+            "id",
+            "a Stripe event needs a sensible id and type",
+        ));
+    }
+    let object = &event["data"]["object"];
+
+    let mut tx = state.db.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO stripe_events (id, type, outcome, detail, received_at) VALUES ($1, $2, 'processed', NULL, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if fresh == 0 {
+        return Ok(Json(StripeAck {
+            received: true,
+            outcome: "duplicate",
+            detail: None,
+        }));
+    }
+    let applied = match kind {
+        "checkout.session.completed" => checkout_completed(&state, &mut tx, object).await,
+        "invoice.paid" => invoice_paid(&state, &mut tx, object).await,
+        "customer.subscription.updated" => {
+            subscription_changed(&state, &mut tx, object, false).await
+        }
+        "customer.subscription.deleted" => {
+            subscription_changed(&state, &mut tx, object, true).await
+        }
+        "charge.refunded" => charge_refunded(&mut tx, object).await,
+        "payment_intent.payment_failed" => payment_failed(&mut tx, object).await,
+        _ => Err(unusable(format!("event type {kind} is not handled"))),
+    };
+    match applied {
+        Ok(fx) => {
+            let mut forwarded = object.clone();
+            if let Some(o) = forwarded.as_object_mut() {
+                o.insert("ecosire".into(), json!({"order_id": fx.order_id, "subscription_id": fx.subscription_id, "license_ids": fx.license_ids}));
+            }
+            events::emit(&mut tx, kind, forwarded).await?;
+            if let Some(d) = &fx.detail {
+                sqlx::query("UPDATE stripe_events SET detail = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(d)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            for d in &fx.digests {
+                state.licenses.changed(&state.db, d).await;
+            }
+            state.events.wake.notify_one();
+            Ok(Json(StripeAck {
+                received: true,
+                outcome: "processed",
+                detail: fx.detail,
+            }))
+        }
+        Err(Failure::Unusable(why)) => {
+            // Nothing of it is applied; the event is remembered so a redelivery is a duplicate.
+            tx.rollback().await?;
+            tracing::warn!(stripe_event = %id, kind, reason = %why, "Stripe event acknowledged but not applied");
+            sqlx::query(
+                "INSERT INTO stripe_events (id, type, outcome, detail, received_at) VALUES ($1, $2, 'ignored', $3, $4) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(&why)
+            .bind(now_ms())
+            .execute(&state.db.pool)
+            .await?;
+            Ok(Json(StripeAck {
+                received: true,
+                outcome: "ignored",
+                detail: Some(why),
+            }))
+        }
+        Err(Failure::Internal(e)) => Err(e),
+    }
+}
+
+/// A Stripe reference that may be an id string or an expanded object.
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(|i| i.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+async fn find_or_create_user(
+    tx: &mut Tx,
+    metadata_user: Option<&str>,
+    email: Option<&str>,
+) -> Result<String, Failure> {
+    if let Some(uid) = metadata_user {
+        let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE id = $1")
+            .bind(uid)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some((id,)) = found {
+            return Ok(id);
+        }
+    }
+    let Some(email) = email.and_then(crate::http::checks::normalize_email) else {
+        return Err(unusable(
+            "no user: metadata.userId does not name a user and the session has no valid customer email",
+        ));
+    };
+    let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some((id,)) = found {
+        return Ok(id);
+    }
+    let id = new_id("usr");
+    let now = now_ms();
+    sqlx::query("INSERT INTO users (id, email, name, password_hash, role, plan, created_at, updated_at) VALUES ($1, $2, $3, NULL, 'customer', 'free', $4, $4)")
+        .bind(&id)
+        .bind(&email)
+        .bind(email.split('@').next().unwrap_or(&email))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+#[derive(Clone, sqlx::FromRow)]
+struct ProductLite {
+    id: String,
+    slug: String,
+    max_activations: i64,
+    duration_days: Option<i64>,
+    entitlements: String,
+    stripe_price_ids: String,
+}
+
+/// The products a checkout bought: `metadata.productIds` (a JSON array in a string, ids or
+/// slugs), else the price ids of expanded `line_items` or `metadata.priceIds`.
+async fn products_of(tx: &mut Tx, session: &Value) -> Result<Vec<ProductLite>, Failure> {
+    let all: Vec<ProductLite> = sqlx::query_as("SELECT id, slug, max_activations, duration_days, entitlements, stripe_price_ids FROM products")
+        .fetch_all(&mut **tx)
+        .await?;
+    let meta = &session["metadata"];
+    if let Some(raw) = meta["productIds"].as_str() {
+        let ids: Vec<String> = serde_json::from_str(raw)
+            .map_err(|_| unusable("metadata.productIds is not a JSON array of strings"))?;
+        if ids.is_empty() {
+            return Err(unusable("metadata.productIds is empty"));
+        }
+        let mut out = vec![];
+        for want in &ids {
+            match all.iter().position(|p| &p.id == want || &p.slug == want) {
+                Some(i) => out.push(i),
+                None => {
+                    return Err(unusable(format!(
+                        "metadata.productIds names unknown product {want}"
+                    )));
+                }
+            }
+        }
+        return Ok(pick(all, out));
+    }
+    let mut prices: Vec<String> = session["line_items"]["data"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|i| id_of(&i["price"])).collect())
+        .unwrap_or_default();
+    if prices.is_empty()
+        && let Some(raw) = meta["priceIds"].as_str()
+    {
+        prices = serde_json::from_str(raw)
+            .map_err(|_| unusable("metadata.priceIds is not a JSON array of strings"))?;
+    }
+    if prices.is_empty() {
+        return Err(unusable(
+            "no products: metadata.productIds is missing (and no line_items or metadata.priceIds)",
+        ));
+    }
+    let mut out = vec![];
+    for price in &prices {
+        let i = all
+            .iter()
+            .position(|p| {
+                serde_json::from_str::<Vec<String>>(&p.stripe_price_ids)
+                    .unwrap_or_default()
+                    .contains(price)
+            })
+            .ok_or_else(|| unusable(format!("no product has Stripe price {price}")))?;
+        out.push(i);
+    }
+    Ok(pick(all, out))
+}
+
+/// The products at `idx` (the same product twice means two licenses of it).
+fn pick(all: Vec<ProductLite>, idx: Vec<usize>) -> Vec<ProductLite> {
+    idx.into_iter().map(|i| all[i].clone()).collect()
+}
+
+/// Finds or creates our record of a Stripe subscription; returns (id, current_period_end).
+async fn upsert_subscription(
+    tx: &mut Tx,
+    stripe_id: &str,
+    user_id: Option<&str>,
+    status: Option<&str>,
+    period_end: Option<i64>,
+) -> Result<(String, Option<i64>), Failure> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO subscriptions (id, user_id, stripe_subscription_id, status, current_period_end, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (stripe_subscription_id) DO NOTHING",
+    )
+    .bind(new_id("sbs"))
+    .bind(user_id)
+    .bind(stripe_id)
+    .bind(status.unwrap_or("active"))
+    .bind(period_end)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE subscriptions SET user_id = COALESCE(user_id, $2), status = COALESCE($3, status), \
+         current_period_end = CASE WHEN $4 IS NULL THEN current_period_end \
+           WHEN current_period_end IS NULL OR current_period_end < $4 THEN $4 ELSE current_period_end END, updated_at = $5 \
+         WHERE stripe_subscription_id = $1",
+    )
+    .bind(stripe_id)
+    .bind(user_id)
+    .bind(status)
+    .bind(period_end)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let row: (String, Option<i64>) = sqlx::query_as(
+        "SELECT id, current_period_end FROM subscriptions WHERE stripe_subscription_id = $1",
+    )
+    .bind(stripe_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row)
+}
+
+async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<Effects, Failure> {
+    let session_id = s["id"]
+        .as_str()
+        .ok_or_else(|| unusable("the checkout session has no id"))?;
+    match s["payment_status"].as_str() {
+        Some("paid") | Some("no_payment_required") => {}
+        other => {
+            return Err(unusable(format!(
+                "payment_status is {}; an unpaid session grants nothing",
+                other.unwrap_or("missing")
+            )));
+        }
+    }
+    let existing: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM orders WHERE stripe_checkout_session_id = $1")
+            .bind(session_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some((order,)) = existing {
+        return Err(unusable(format!(
+            "checkout session {session_id} already granted order {order}"
+        )));
+    }
+    let email = s["customer_details"]["email"]
+        .as_str()
+        .or_else(|| s["customer_email"].as_str());
+    let user_id = find_or_create_user(tx, s["metadata"]["userId"].as_str(), email).await?;
+    let products = products_of(tx, s).await?;
+    let stripe_sub = id_of(&s["subscription"]);
+    let (subscription_id, period_end) = match (&stripe_sub, s["mode"].as_str()) {
+        (Some(sub), _) => {
+            let (id, end) = upsert_subscription(tx, sub, Some(&user_id), None, None).await?;
+            (Some(id), end)
+        }
+        (None, Some("subscription")) => {
+            return Err(unusable(
+                "a subscription-mode session without a subscription id",
+            ));
+        }
+        (None, _) => (None, None),
+    };
+    let order_id = new_id("ord");
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, stripe_subscription_id, \
+         subscription_id, amount_total, currency, created_at, updated_at) VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+    )
+    .bind(&order_id)
+    .bind(&user_id)
+    .bind(email.and_then(crate::http::checks::normalize_email))
+    .bind(session_id)
+    .bind(id_of(&s["payment_intent"]))
+    .bind(&stripe_sub)
+    .bind(&subscription_id)
+    .bind(s["amount_total"].as_i64())
+    .bind(s["currency"].as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let mut fx = Effects {
+        order_id: Some(order_id.clone()),
+        subscription_id: subscription_id.clone(),
+        ..Default::default()
+    };
+    for p in &products {
+        // A subscription's licenses run to its paid period when we know it; otherwise the
+        // product's duration (invoice.paid then renews them).
+        let expires_at = period_end.or(p.duration_days.map(|d| now + d * 86_400_000));
+        let new = NewLicense {
+            product_id: &p.id,
+            user_id: Some(&user_id),
+            max_activations: p.max_activations,
+            expires_at,
+            entitlements: &p.entitlements,
+            metadata: "{}",
+            order_id: Some(&order_id),
+            subscription_id: subscription_id.as_deref(),
+        };
+        let (row, _key) = insert_license(state, tx, new)
+            .await
+            .map_err(Failure::Internal)?;
+        fx.digests.push(row.key_digest.clone());
+        fx.license_ids.push(row.id);
+    }
+    Ok(fx)
+}
+
+async fn licenses_where(
+    tx: &mut Tx,
+    column: &'static str,
+    value: &str,
+) -> Result<Vec<LicenseRow>, Failure> {
+    let sql =
+        format!("SELECT {LICENSE_COLUMNS} FROM licenses l WHERE l.{column} = $1 ORDER BY l.id");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Sets a license's status and expiry inside `tx` and emits `kind`.
+async fn change_license(
+    tx: &mut Tx,
+    row: &LicenseRow,
+    status: LicenseStatus,
+    expires_at: Option<i64>,
+    kind: &str,
+    fx: &mut Effects,
+) -> Result<(), Failure> {
+    let now = now_ms();
+    sqlx::query("UPDATE licenses SET status = $2, expires_at = $3, updated_at = $4 WHERE id = $1")
+        .bind(&row.id)
+        .bind(status.as_str())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    let count = crate::licensing::store::count_activations(&mut **tx, &row.id).await?;
+    let updated = LicenseRow {
+        status: status.as_str().into(),
+        expires_at,
+        updated_at: now,
+        ..row.clone()
+    };
+    events::emit(
+        tx,
+        kind,
+        serde_json::to_value(updated.view(count, None)).expect("json"),
+    )
+    .await?;
+    fx.digests.push(row.key_digest.clone());
+    fx.license_ids.push(row.id.clone());
+    Ok(())
+}
+
+/// The subscription an invoice pays for (current layout, then the pre-2025-03-31 field).
+fn invoice_subscription(inv: &Value) -> Option<String> {
+    id_of(&inv["parent"]["subscription_details"]["subscription"])
+        .or_else(|| id_of(&inv["subscription"]))
+}
+
+async fn invoice_paid(_state: &AppState, tx: &mut Tx, inv: &Value) -> Result<Effects, Failure> {
+    let sub =
+        invoice_subscription(inv).ok_or_else(|| unusable("the invoice names no subscription"))?;
+    let period_end = inv["lines"]["data"]
+        .as_array()
+        .and_then(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| l["period"]["end"].as_i64())
+                .max()
+        })
+        .or_else(|| inv["period_end"].as_i64())
+        .ok_or_else(|| unusable("the invoice has no period end"))?
+        * 1000;
+    // The invoice may arrive before the checkout: remember the period for the licenses to come.
+    let (subscription_id, _) = upsert_subscription(tx, &sub, None, None, Some(period_end)).await?;
+    let mut fx = Effects {
+        subscription_id: Some(subscription_id.clone()),
+        ..Default::default()
+    };
+    for row in licenses_where(tx, "subscription_id", &subscription_id).await? {
+        if row.status() == LicenseStatus::Revoked || row.expires_at.is_some_and(|e| e >= period_end)
+        {
+            continue;
+        }
+        change_license(
+            tx,
+            &row,
+            row.status(),
+            Some(period_end),
+            "license.renewed",
+            &mut fx,
+        )
+        .await?;
+    }
+    Ok(fx)
+}
+
+async fn subscription_changed(
+    _state: &AppState,
+    tx: &mut Tx,
+    sub: &Value,
+    deleted: bool,
+) -> Result<Effects, Failure> {
+    let stripe_id = sub["id"]
+        .as_str()
+        .ok_or_else(|| unusable("the subscription has no id"))?;
+    let status = if deleted {
+        "canceled"
+    } else {
+        sub["status"]
+            .as_str()
+            .ok_or_else(|| unusable("the subscription has no status"))?
+    };
+    let period_end = sub["items"]["data"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["current_period_end"].as_i64())
+                .max()
+        })
+        .or_else(|| sub["current_period_end"].as_i64())
+        .map(|s| s * 1000);
+    let (subscription_id, _) =
+        upsert_subscription(tx, stripe_id, None, Some(status), period_end).await?;
+    let target = match status {
+        "active" | "trialing" => Some(LicenseStatus::Active),
+        "past_due" | "unpaid" | "canceled" | "incomplete_expired" | "paused" => {
+            Some(LicenseStatus::Suspended)
+        }
+        _ => None,
+    };
+    let mut fx = Effects {
+        subscription_id: Some(subscription_id.clone()),
+        ..Default::default()
+    };
+    let Some(target) = target else {
+        fx.detail = Some(format!("status {status} recorded; licenses unchanged"));
+        return Ok(fx);
+    };
+    for row in licenses_where(tx, "subscription_id", &subscription_id).await? {
+        let cur = row.status();
+        if cur == LicenseStatus::Revoked {
+            continue;
+        }
+        let expires_at = match (target, period_end) {
+            (LicenseStatus::Active, Some(end)) if row.expires_at.is_some_and(|e| e < end) => {
+                Some(end)
+            }
+            _ => row.expires_at,
+        };
+        let kind = match (cur, target) {
+            (LicenseStatus::Suspended, LicenseStatus::Active) => "license.reinstated",
+            (LicenseStatus::Active, LicenseStatus::Suspended) => "license.suspended",
+            _ if expires_at != row.expires_at => "license.renewed",
+            _ => continue,
+        };
+        change_license(tx, &row, target, expires_at, kind, &mut fx).await?;
+    }
+    Ok(fx)
+}
+
+async fn charge_refunded(tx: &mut Tx, charge: &Value) -> Result<Effects, Failure> {
+    let pi = id_of(&charge["payment_intent"])
+        .ok_or_else(|| unusable("the charge names no payment_intent"))?;
+    let order: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT id, subscription_id FROM orders WHERE stripe_payment_intent_id = $1",
+    )
+    .bind(&pi)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (order_id, subscription_id) =
+        order.ok_or_else(|| unusable(format!("no order has payment_intent {pi}")))?;
+    let full = charge["refunded"].as_bool() == Some(true);
+    sqlx::query(
+        "UPDATE orders SET status = $2, amount_refunded = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(&order_id)
+    .bind(if full {
+        "refunded"
+    } else {
+        "partially_refunded"
+    })
+    .bind(charge["amount_refunded"].as_i64().unwrap_or(0))
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    let mut fx = Effects {
+        order_id: Some(order_id.clone()),
+        subscription_id,
+        ..Default::default()
+    };
+    if !full {
+        fx.detail = Some("partial refund: licenses kept".into());
+        return Ok(fx);
+    }
+    for row in licenses_where(tx, "order_id", &order_id).await? {
+        if row.status() != LicenseStatus::Revoked {
+            change_license(
+                tx,
+                &row,
+                LicenseStatus::Revoked,
+                row.expires_at,
+                "license.revoked",
+                &mut fx,
+            )
+            .await?;
+        }
+    }
+    Ok(fx)
+}
+
+async fn payment_failed(tx: &mut Tx, pi: &Value) -> Result<Effects, Failure> {
+    let pi_id = pi["id"]
+        .as_str()
+        .ok_or_else(|| unusable("the payment intent has no id"))?;
+    let order: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, subscription_id FROM orders WHERE stripe_payment_intent_id = $1",
+    )
+    .bind(pi_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (order_id, status, subscription_id) =
+        order.ok_or_else(|| unusable(format!("no order has payment_intent {pi_id}")))?;
+    let mut fx = Effects {
+        order_id: Some(order_id.clone()),
+        subscription_id: subscription_id.clone(),
+        ..Default::default()
+    };
+    if status == "paid" || status == "refunded" {
+        fx.detail = Some(format!(
+            "order is {status}; a later failed attempt does not change it"
+        ));
+        return Ok(fx);
+    }
+    sqlx::query("UPDATE orders SET status = 'failed', updated_at = $2 WHERE id = $1")
+        .bind(&order_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    if let Some(sid) = &subscription_id {
+        sqlx::query("UPDATE subscriptions SET status = 'failed', updated_at = $2 WHERE id = $1")
+            .bind(sid)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(fx)
+}
