@@ -35,6 +35,36 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Tools for building a webhook receiver.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksAction {
+    /// Print a ready curl command that posts a correctly signed example event to URL.
+    Sample {
+        /// An event type, e.g. license.activated (see GET /api/webhooks/events).
+        event: String,
+        #[arg(long)]
+        url: String,
+        /// The endpoint's signing secret (whsec_…).
+        #[arg(long)]
+        secret: String,
+    },
+    /// Check an X-License-Signature header against a body read from standard input.
+    Verify {
+        #[arg(long)]
+        secret: String,
+        /// The X-License-Signature value: t=…,v1=…
+        #[arg(long)]
+        header: String,
+        /// Seconds a signature stays acceptable.
+        #[arg(long, default_value_t = 300)]
+        tolerance: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +154,56 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::License {
             action: LicenseAction::VerifyToken { token },
         } => verify_token(&config, &token),
+        Command::Webhooks {
+            action: WebhooksAction::Sample { event, url, secret },
+        } => {
+            let Some(body) = ecosire::events::catalog::example_event(&event) else {
+                eprintln!("error: unknown event type {event} (see GET /api/webhooks/events)");
+                return Ok(ExitCode::from(2));
+            };
+            let body = body.to_string();
+            let t = ecosire::timestamp::now_ms() / 1000;
+            let sig = ecosire::events::signature::header(&secret, t, body.as_bytes());
+            let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+            println!(
+                "curl -sS -X POST {} -H 'content-type: application/json' -H {} -H {} -H {} --data-raw {}",
+                q(&url),
+                q(&format!("X-License-Signature: {sig}")),
+                q(&format!("X-Ecosire-Event: {event}")),
+                q("X-Ecosire-Delivery: dlv_sample"),
+                q(&body)
+            );
+            eprintln!("(signed at t={t}; receivers reject it after 300 s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhooks {
+            action:
+                WebhooksAction::Verify {
+                    secret,
+                    header,
+                    tolerance,
+                },
+        } => {
+            use std::io::Read;
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            match ecosire::events::signature::verify(
+                &secret,
+                &header,
+                &body,
+                ecosire::timestamp::now_ms() / 1000,
+                tolerance,
+            ) {
+                Ok(t) => {
+                    println!("VALID: signed at t={t}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("INVALID: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&ecosire::openapi())?);
             Ok(ExitCode::SUCCESS)

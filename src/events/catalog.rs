@@ -103,6 +103,12 @@ fn example_object(kind: &str) -> Value {
     }
 }
 
+/// A full example event body of `kind`, if it is a type we send.
+pub fn example_event(kind: &str) -> Option<Value> {
+    (is_known(kind) && kind != "*" || kind == TEST_TYPE)
+        .then(|| json!({"id": crate::crypto::new_id("evt"), "object": "event", "type": kind, "created": crate::timestamp::now_ms() / 1000, "data": {"object": example_object(kind)}}))
+}
+
 /// An event type with its description and an example delivery body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventType {
