@@ -123,15 +123,17 @@ pub struct KeyIdentity {
 
 /// Looks up a live (not revoked, not expired) key.
 pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Option<KeyIdentity>> {
-    let row: Option<(
-        String,
-        String,
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-        String,
-    )> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        user_id: String,
+        scope: String,
+        environment: String,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        role: String,
+    }
+    let row: Option<Row> = sqlx::query_as(
         "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1",
     )
@@ -139,18 +141,16 @@ pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Optio
     .fetch_optional(&state.db.pool)
     .await?;
     let now = now_ms();
-    Ok(
-        row.and_then(|(id, user_id, scope, env, expires_at, revoked_at, role)| {
-            let live = revoked_at.is_none() && expires_at.is_none_or(|e| e > now);
-            live.then(|| KeyIdentity {
-                id,
-                user_id,
-                role: Role::parse(&role),
-                scope: Scope::parse(&scope),
-                environment: Environment::parse(&env),
-            })
-        }),
-    )
+    Ok(row.and_then(|r| {
+        let live = r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now);
+        live.then(|| KeyIdentity {
+            id: r.id,
+            user_id: r.user_id,
+            role: Role::parse(&r.role),
+            scope: Scope::parse(&r.scope),
+            environment: Environment::parse(&r.environment),
+        })
+    }))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

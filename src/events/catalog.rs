@@ -73,7 +73,7 @@ pub fn is_known(kind: &str) -> bool {
 
 fn license_example() -> Value {
     json!({
-        "id": "lic_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4", "key_last4": "R8ZVN", "product_id": "prd_01JDZ8Q6W3M5X7Y9Z0A1B2C3D5",
+        "id": "lic_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4", "key_last4": "8ZVN", "product_id": "prd_01JDZ8Q6W3M5X7Y9Z0A1B2C3D5",
         "user_id": "usr_01JDZ8Q6W3M5X7Y9Z0A1B2C3D6", "status": "active", "expires_at": "2027-11-27T00:00:00Z",
         "max_activations": 3, "activations_count": 1, "entitlements": ["pro"], "metadata": {},
         "created_at": "2026-11-27T12:00:00Z", "updated_at": "2026-11-27T12:00:00Z"

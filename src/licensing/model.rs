@@ -89,7 +89,7 @@ pub struct License {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "ECOS-7K3QH-M2XPD-9TQ4W-R8ZVN")]
     pub key: Option<String>,
-    #[schema(example = "R8ZVN")]
+    #[schema(example = "8ZVN")]
     pub key_last4: String,
     pub product_id: String,
     pub user_id: Option<String>,
