@@ -37,7 +37,7 @@ impl Timestamp {
             let end = s.len() - 1; // the trailing 'Z'
             let frac = &s[dot + 1..end];
             let ms = &frac[..frac.len().min(3)];
-            s = format!("{}.{}Z", &s[..dot], ms);
+            s = format!("{}.{:0<3}Z", &s[..dot], ms);
         }
         s
     }
