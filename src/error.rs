@@ -221,11 +221,18 @@ impl IntoResponse for Error {
         let status = self.status_code();
         let code = self.code();
         let message = self.public_message();
+        let unauthenticated = matches!(self, Error::Unauthenticated);
         let details = match self {
             Error::Validation(d) => Some(d),
             _ => None,
         };
-        problem(status, code, message, details)
+        let mut res = problem(status, code, message, details);
+        if unauthenticated {
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
     }
 }
 

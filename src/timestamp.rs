@@ -16,7 +16,7 @@ pub fn now_ms() -> i64 {
 pub struct Timestamp(pub i64);
 
 /// Latest instant we accept (year 9999), so arithmetic never overflows.
-const MAX_MS: i64 = 253_402_300_799_000;
+pub const MAX_MS: i64 = 253_402_300_799_000;
 
 impl Timestamp {
     pub fn now() -> Self {
@@ -29,7 +29,9 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
     pub fn to_rfc3339(self) -> String {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+        // Clamped, so an out-of-range value can never print as 1970.
+        let ms = self.0.clamp(0, MAX_MS);
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let mut s = dt.format(&Rfc3339).unwrap_or_default();
         // Whole seconds print without a fraction; otherwise keep milliseconds only.

@@ -210,8 +210,8 @@ impl KeyRow {
     }
 }
 
-/// The answer that shows a key, once.
-#[derive(Debug, Serialize, ToSchema)]
+/// The answer that shows a key, once. `Debug` leaves the key out.
+#[derive(Serialize, ToSchema)]
 pub struct CreatedApiKey {
     pub id: String,
     /// The full key. It is not stored and is never shown again.
@@ -223,6 +223,15 @@ pub struct CreatedApiKey {
     pub environment: Environment,
     pub expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -169,7 +169,7 @@ pub async fn create_product(
 ) -> Result<(StatusCode, Json<Product>)> {
     let slug = req.slug.clone().unwrap_or_else(|| slugify(&req.name));
     let mut c = Checks::new();
-    c.len(&req.name, "name", 1, 200);
+    c.len(req.name.trim(), "name", 1, 200);
     c.check(
         slug_ok(&slug),
         "slug",
@@ -291,7 +291,7 @@ pub async fn update_product(
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
     let mut c = Checks::new();
-    c.opt_len(req.name.as_deref(), "name", 1, 200);
+    c.opt_len(req.name.as_deref().map(str::trim), "name", 1, 200);
     if let Some(s) = &req.slug {
         c.check(
             slug_ok(s),

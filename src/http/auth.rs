@@ -128,12 +128,6 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
         let k = api_keys::authenticate(state, &key)
             .await?
             .ok_or(Error::Unauthenticated)?;
-        if k.scope == Scope::ReadOnly && !is_read(&parts.method) {
-            return Err(Error::forbidden(
-                "FORBIDDEN",
-                "A read-only API key cannot change anything",
-            ));
-        }
         return Ok(Some(Principal {
             user_id: k.user_id,
             role: k.role,
@@ -175,6 +169,23 @@ impl FromRequestParts<AppState> for Principal {
         let p = authenticate(parts, state)
             .await?
             .ok_or(Error::Unauthenticated)?;
+        // Usage counters and the audit log learn the caller here, refused or not.
+        if let Some(slot) = parts.extensions.get::<super::accounting::AuthSlot>() {
+            let _ = slot.0.set(p.clone());
+        }
+        if matches!(
+            p.credential,
+            Credential::ApiKey {
+                scope: Scope::ReadOnly,
+                ..
+            }
+        ) && !is_read(&parts.method)
+        {
+            return Err(Error::forbidden(
+                "FORBIDDEN",
+                "A read-only API key cannot change anything",
+            ));
+        }
         parts.extensions.insert(p.clone());
         Ok(p)
     }

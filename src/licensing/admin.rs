@@ -637,6 +637,12 @@ pub async fn renew_license(
             (None, Some(d)) => cur.expires_at.unwrap_or(now).max(now) + d * DAY_MS,
             (None, None) => unreachable!("checked above"),
         };
+        if expires_at > crate::timestamp::MAX_MS {
+            return Err(Error::invalid(
+                "extend_days",
+                "would move the expiry past 9999-12-31",
+            ));
+        }
         Ok(Change {
             status: cur.status(),
             expires_at: Some(expires_at),
