@@ -133,7 +133,10 @@ pub async fn receive_stripe_event(
         }));
     }
     let applied = match kind {
-        "checkout.session.completed" => checkout_completed(&state, &mut tx, object).await,
+        // A delayed payment method completes unpaid and succeeds later.
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            checkout_completed(&state, &mut tx, object).await
+        }
         "invoice.paid" => invoice_paid(&state, &mut tx, object).await,
         "customer.subscription.updated" => {
             subscription_changed(&state, &mut tx, object, false).await

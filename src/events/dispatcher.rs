@@ -173,24 +173,19 @@ pub async fn run_once(state: &AppState) -> Result<usize> {
 /// The delivery body: the stored event, with the license key decrypted into `license.created`
 /// and `license.reissued` (the outbox never holds it in plaintext).
 async fn body_for(state: &AppState, event_id: &str) -> Result<Option<(String, Vec<u8>)>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT type, payload FROM outbox WHERE id = $1")
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT type, payload, key_sealed FROM outbox WHERE id = $1")
             .bind(event_id)
             .fetch_optional(&state.db.pool)
             .await?;
-    let Some((kind, payload)) = row else {
+    let Some((kind, payload, key_sealed)) = row else {
         return Ok(None);
     };
-    if kind != "license.created" && kind != "license.reissued" {
+    let Some(sealed) = key_sealed else {
         return Ok(Some((kind, payload.into_bytes())));
-    }
+    };
     let mut v: Value = serde_json::from_str(&payload).map_err(anyhow::Error::from)?;
-    if let Some(id) = v["data"]["object"]["id"].as_str().map(String::from)
-        && let Some(row) = crate::licensing::store::license_by_id(&state.db.pool, &id).await?
-    {
-        v["data"]["object"]["key"] =
-            Value::String(state.keys.data.open_string(&row.key_sealed, &row.id)?);
-    }
+    v["data"]["object"]["key"] = Value::String(state.keys.data.open_string(&sealed, event_id)?);
     Ok(Some((kind, v.to_string().into_bytes())))
 }
 

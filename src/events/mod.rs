@@ -51,6 +51,21 @@ async fn subscribers(tx: &mut Tx) -> Result<Vec<Subscriber>, sqlx::Error> {
         .collect())
 }
 
+/// Keeps a license key with its event, sealed (the dispatcher puts it into the body it sends).
+pub async fn attach_key(
+    tx: &mut Tx,
+    data_key: &crate::crypto::DataKey,
+    event_id: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET key_sealed = $2 WHERE id = $1")
+        .bind(event_id)
+        .bind(data_key.seal(key.as_bytes(), event_id))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Records event `kind` with `object` as its `data.object`, and a pending delivery for every
 /// enabled endpoint that subscribes to it. Returns the event id.
 pub async fn emit(tx: &mut Tx, kind: &str, object: Value) -> Result<String, sqlx::Error> {

@@ -213,13 +213,14 @@ pub async fn insert_license(
     let row = store::license_by_id(&mut **tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
-    // The outbox keeps no plaintext key: the dispatcher adds it when it sends the event.
-    events::emit(
+    // The outbox keeps the key sealed only: the dispatcher opens it into the body it sends.
+    let event_id = events::emit(
         tx,
         "license.created",
         serde_json::to_value(row.view(0, None)).expect("json"),
     )
     .await?;
+    events::attach_key(tx, &state.keys.data, &event_id, key.as_str()).await?;
     Ok((row, key))
 }
 
@@ -495,7 +496,10 @@ async fn transition(
         if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             obj.extend(extra.clone());
         }
-        events::emit(&mut tx, kind, body).await?;
+        let event_id = events::emit(&mut tx, kind, body).await?;
+        if let Some(k) = &change.new_key {
+            events::attach_key(&mut tx, &state.keys.data, &event_id, k.as_str()).await?;
+        }
     }
     tx.commit().await?;
     state.licenses.changed(&state.db, &cur.key_digest).await;
