@@ -40,6 +40,8 @@ pub struct Config {
     pub session_ttl: Duration,
     /// A webhook endpoint failing without a success for this long is disabled.
     pub webhook_disable_after: Duration,
+    /// Rate-limit rules and daily quotas (`ECOSIRE_RATE_LIMIT_<BUCKET>`, `ECOSIRE_QUOTA_PLANS`).
+    pub limits: crate::http::ratelimit::LimitsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -115,6 +117,11 @@ fn parse_u64(var: &'static str, v: &str) -> Result<u64, ConfigError> {
     })
 }
 
+/// Variable names are few and fixed; leaking one for the error's `&'static str` is harmless.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 fn list(v: &str) -> Vec<String> {
     v.split(',')
         .map(str::trim)
@@ -147,6 +154,7 @@ impl Default for Config {
             reaper_interval: Duration::from_secs(10),
             session_ttl: Duration::from_secs(12 * 3600),
             webhook_disable_after: Duration::from_secs(3 * 86_400),
+            limits: Default::default(),
         }
     }
 }
@@ -255,6 +263,36 @@ impl Config {
         }
         if let Some(v) = get("ECOSIRE_RATE_LIMITS") {
             c.rate_limits = parse_bool("ECOSIRE_RATE_LIMITS", &v)?;
+        }
+        for (name, _) in crate::http::ratelimit::BUCKETS {
+            let var = format!("ECOSIRE_RATE_LIMIT_{}", name.to_ascii_uppercase());
+            if let Some(v) = get(&var) {
+                let rule = crate::http::ratelimit::Rule::parse(&v).ok_or_else(|| ConfigError {
+                    var: leak(var.clone()),
+                    message: format!("expected a rate such as 30/min, 5/s or 1000/h, got '{v}'"),
+                })?;
+                c.limits.rules.insert(name.to_string(), rule);
+            }
+        }
+        if let Some(v) = get("ECOSIRE_QUOTA_PLANS") {
+            for item in list(&v) {
+                let (plan, n) = item.split_once('=').ok_or_else(|| {
+                    err(
+                        "ECOSIRE_QUOTA_PLANS",
+                        format!("expected plan=calls_per_day, got '{item}'"),
+                    )
+                })?;
+                let quota = match n.trim() {
+                    "unlimited" | "0" => None,
+                    n => Some(n.parse::<u64>().map_err(|_| {
+                        err(
+                            "ECOSIRE_QUOTA_PLANS",
+                            format!("'{n}' is not a number of calls"),
+                        )
+                    })?),
+                };
+                c.limits.plans.insert(plan.trim().to_string(), quota);
+            }
         }
         if let Some(v) = get("ECOSIRE_WEBHOOK_ALLOW_PRIVATE") {
             c.webhook_allow_private = parse_bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE", &v)?;

@@ -49,7 +49,14 @@ pub enum Error {
     MethodNotAllowed,
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
-    /// Any other status with a stable code (401 INVALID_CREDENTIALS, 429, …).
+    /// 429 `RATE_LIMITED` / `QUOTA_EXCEEDED`, with `Retry-After`.
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        message: String,
+        retry_after_s: u64,
+    },
+    /// Any other status with a stable code (401 INVALID_CREDENTIALS, …).
     #[error("{message}")]
     Status {
         status: StatusCode,
@@ -118,6 +125,7 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Status { status, .. } => *status,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Db(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,7 +137,8 @@ impl Error {
             | Error::NotFound { code, .. }
             | Error::Conflict { code, .. }
             | Error::Unavailable { code, .. }
-            | Error::Status { code, .. } => code,
+            | Error::Status { code, .. }
+            | Error::TooMany { code, .. } => code,
             Error::Validation(_) => "VALIDATION_FAILED",
             Error::Unauthenticated => "UNAUTHENTICATED",
             Error::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -217,6 +226,14 @@ impl IntoResponse for Error {
             Error::Db(e) => tracing::error!(error = %e, debug = ?e, "database error"),
             Error::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
             _ => {}
+        }
+        if let Error::TooMany {
+            code,
+            message,
+            retry_after_s,
+        } = self
+        {
+            return crate::http::ratelimit::too_many(code, message, retry_after_s);
         }
         let status = self.status_code();
         let code = self.code();

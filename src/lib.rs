@@ -12,6 +12,8 @@
 //! - `accounts`: users, login sessions, passwords.
 //! - `billing`: products.
 //! - `events`: the transactional outbox.
+//! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask), each
+//!   its own router.
 //! - `ops`: health, readiness, OpenAPI.
 //! - `server`: the router, middleware, background tasks and graceful shutdown.
 //! - `jws`, `crypto`, `timestamp`, `fsutil`: small shared helpers.
@@ -29,6 +31,7 @@ pub mod fsutil;
 pub mod http;
 pub mod jws;
 pub mod licensing;
+pub mod modules;
 pub mod ops;
 pub mod server;
 pub mod state;

@@ -10,7 +10,6 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -32,15 +31,23 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::billing::router())
         .merge(crate::ops::health::router())
         .merge(crate::ops::audit::router())
+        .merge(crate::ops::metrics::router())
         .merge(crate::events::endpoints::router())
         .merge(crate::events::catalog::router())
+        .merge(crate::modules::router())
 }
 
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut api) = api_router().split_for_parts();
+    api_router_and_spec().1
+}
+
+/// The routes and their finished OpenAPI document.
+fn api_router_and_spec() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = api_router().split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
-    api
+    crate::ops::openapi::complete(&mut api);
+    (router, api)
 }
 
 async fn not_found() -> Error {
@@ -63,8 +70,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The whole application as a `Router`, for `serve` and for in-process tests.
 pub fn app(state: AppState) -> Router {
-    let (router, mut api) = api_router().split_for_parts();
-    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    crate::ops::metrics::handle();
+    let (router, api) = api_router_and_spec();
     router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
         .fallback(not_found)
@@ -72,11 +79,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Router-level layers wrap each route, so they see its MatchedPath; the last is outermost.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::ratelimit::middleware,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             crate::http::accounting::middleware,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::ops::metrics::middleware))
         .layer(axum::middleware::from_fn(
             crate::http::request_id::middleware,
         ))
@@ -91,12 +103,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     for g in generated {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
     }
+    let limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
     let state = AppState::new(App {
         config,
         db,
         keys,
         licenses: LicenseCache::default(),
         accounting: Default::default(),
+        limits,
         events: Default::default(),
         http,
     });

@@ -19,6 +19,8 @@ pub struct App {
     pub licenses: LicenseCache,
     /// API-key usage counters and audit entries waiting to be written.
     pub accounting: crate::ops::audit::Accounting,
+    /// Rate limiters and the daily quota of this instance.
+    pub limits: crate::http::ratelimit::Limits,
     /// Who listens to which events, the `license.validated` buffer, the dispatcher's bell.
     pub events: std::sync::Arc<crate::events::EventBus>,
     /// The outbound HTTP client for webhooks (10 s timeout, SSRF-guarded resolver).

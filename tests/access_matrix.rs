@@ -45,6 +45,7 @@ const POLICIES: &[(&str, Policy)] = &[
     ("POST /api/auth/register", Public),
     ("POST /api/auth/login", Public),
     ("GET /api/health", Public),
+    ("GET /metrics", Public),
     ("GET /api/ready", Public),
     ("POST /api/auth/logout", Authenticated),
     ("GET /api/auth/me", Authenticated),
@@ -93,6 +94,24 @@ const POLICIES: &[(&str, Policy)] = &[
         "POST /api/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
         AdminOnly,
     ),
+    // Secondary modules: public forms, admin-only address book and lists; support tickets are
+    // their customer's own (tickets opened while signed in, or with the account's email).
+    ("POST /api/crm/capture", Public),
+    ("POST /api/support", Public),
+    ("POST /api/newsletter/subscribe", Public),
+    ("POST /api/newsletter/unsubscribe", Public),
+    ("POST /api/ecosire-ai/ask", Public),
+    ("GET /api/support/tickets", Authenticated),
+    ("GET /api/support/tickets/{id}", Owner),
+    ("POST /api/support/tickets/{id}/replies", Owner),
+    ("PATCH /api/support/tickets/{id}", AdminOnly),
+    ("GET /api/contacts", AdminOnly),
+    ("POST /api/contacts", AdminOnly),
+    ("GET /api/contacts/{id}", AdminOnly),
+    ("PATCH /api/contacts/{id}", AdminOnly),
+    ("DELETE /api/contacts/{id}", AdminOnly),
+    ("GET /api/crm/leads", AdminOnly),
+    ("GET /api/newsletter/subscribers", AdminOnly),
 ];
 
 /// Served by the router outside the OpenAPI document; public.
@@ -373,6 +392,27 @@ impl World {
                     .post(
                         "/api/api-keys",
                         json!({"name": "target", "scope": "read-only"}),
+                        Some(&owner),
+                    )
+                    .await;
+                r.expect(201)["id"].as_str().unwrap().to_string()
+            }
+            "contacts" => {
+                let email = format!("c-{}@example.com", uuid::Uuid::now_v7().simple());
+                let r = self
+                    .app
+                    .admin_post("/api/contacts", json!({"email": email}))
+                    .await;
+                r.expect(201)["id"].as_str().unwrap().to_string()
+            }
+            // A ticket the customer opened while signed in.
+            "tickets" => {
+                let owner = self.session(&self.customer).await;
+                let r = self
+                    .app
+                    .post(
+                        "/api/support",
+                        json!({"email": "owner@example.com", "subject": "Help", "message": "Please"}),
                         Some(&owner),
                     )
                     .await;

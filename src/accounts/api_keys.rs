@@ -119,6 +119,7 @@ pub struct KeyIdentity {
     pub role: Role,
     pub scope: Scope,
     pub environment: Environment,
+    pub plan: String,
 }
 
 /// Looks up a live (not revoked, not expired) key.
@@ -132,9 +133,10 @@ pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Optio
         expires_at: Option<i64>,
         revoked_at: Option<i64>,
         role: String,
+        plan: String,
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role \
+        "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role, u.plan \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1",
     )
     .bind(token.digest())
@@ -149,6 +151,7 @@ pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Optio
             role: Role::parse(&r.role),
             scope: Scope::parse(&r.scope),
             environment: Environment::parse(&r.environment),
+            plan: r.plan,
         })
     }))
 }

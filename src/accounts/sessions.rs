@@ -55,10 +55,7 @@ pub async fn start_session(state: &AppState, user_id: &str) -> Result<String> {
 
 /// Checks a session JWT (signature, type, audience, issuer, expiry) and that its session is still
 /// live; returns the user id, role and session digest.
-pub async fn check_session(
-    state: &AppState,
-    token: &str,
-) -> Result<Option<(String, Role, String)>> {
+pub async fn check_session(state: &AppState, token: &str) -> Result<Option<SessionInfo>> {
     let signer = &state.keys.session;
     let vk = signer.verifying_key();
     let Ok(claims) = crate::jws::verify::<SessionClaims>(token, "at+jwt", |kid| {
@@ -74,8 +71,8 @@ pub async fn check_session(
         return Ok(None);
     }
     let digest = sha256_hex(claims.sid.as_bytes());
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.id, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT u.id, u.role, u.plan FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.id_digest = $1 AND s.expires_at > $2",
     )
     .bind(&digest)
@@ -83,8 +80,23 @@ pub async fn check_session(
     .fetch_optional(&state.db.pool)
     .await?;
     Ok(row
-        .filter(|(id, _)| *id == claims.sub)
-        .map(|(id, role)| (id, Role::parse(&role), digest)))
+        .filter(|(id, _, _)| *id == claims.sub)
+        .map(|(user_id, role, plan)| SessionInfo {
+            user_id,
+            role: Role::parse(&role),
+            plan,
+            digest,
+        }))
+}
+
+/// A live session, as authentication learns it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user_id: String,
+    pub role: Role,
+    pub plan: String,
+    /// The stored SHA-256 of the session id.
+    pub digest: String,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

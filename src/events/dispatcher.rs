@@ -261,6 +261,10 @@ pub async fn attempt(
             Some(now + backoff_ms(state.config.webhook_backoff_base_s, attempts)),
         ),
     };
+    metrics::counter!("ecosire_webhook_attempts_total", "outcome" => if outcome.is_ok() { "success" } else { "failure" }).increment(1);
+    if status == "failed" {
+        metrics::counter!("ecosire_webhook_deliveries_failed_total").increment(1);
+    }
     let mut tx = state.db.begin().await?;
     sqlx::query("INSERT INTO delivery_attempts (id, delivery_id, at, status_code, duration_ms, error) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(new_id("att"))

@@ -45,7 +45,24 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
     let ip = super::client_ip::client_ip(&parts, &state.config.trusted_proxies);
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let started = std::time::Instant::now();
     let res = next.run(Request::from_parts(parts, body)).await;
+    // The access log: one line per request, never a secret (ids only).
+    tracing::info!(
+        target: "ecosire::access",
+        request_id = request_id.as_deref().unwrap_or(""),
+        method = %method,
+        route = route.as_deref().unwrap_or("unmatched"),
+        status = res.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        principal = slot.0.get().map(|p| p.user_id.as_str()).unwrap_or(""),
+        api_key = slot.0.get().and_then(|p| match &p.credential { Credential::ApiKey { id, .. } => Some(id.as_str()), _ => None }).unwrap_or(""),
+        "request"
+    );
     if let Some(p) = slot.0.get() {
         let status = res.status().as_u16();
         let now = now_ms();

@@ -31,6 +31,8 @@ pub struct Principal {
     pub user_id: String,
     /// The owner's role (for a key, its owner's).
     pub role: Role,
+    /// The account's plan, which picks its daily quota.
+    pub plan: String,
     pub credential: Credential,
 }
 
@@ -131,6 +133,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
         return Ok(Some(Principal {
             user_id: k.user_id,
             role: k.role,
+            plan: k.plan,
             credential: Credential::ApiKey {
                 id: k.id,
                 scope: k.scope,
@@ -138,9 +141,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
             },
         }));
     }
-    let Some((user_id, role, digest)) =
-        crate::accounts::sessions::check_session(state, token).await?
-    else {
+    let Some(session) = crate::accounts::sessions::check_session(state, token).await? else {
         return Err(Error::Unauthenticated);
     };
     if from_cookie && !csrf_ok(parts, state) {
@@ -150,9 +151,12 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
         ));
     }
     Ok(Some(Principal {
-        user_id,
-        role,
-        credential: Credential::Session { digest },
+        user_id: session.user_id,
+        role: session.role,
+        plan: session.plan,
+        credential: Credential::Session {
+            digest: session.digest,
+        },
     }))
 }
 
@@ -166,9 +170,38 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let p = authenticate(parts, state)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
+        let slot = parts
+            .extensions
+            .get::<super::ratelimit::RateSlot>()
+            .cloned();
+        let p = match authenticate(parts, state).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(Error::Unauthenticated),
+            Err(e @ (Error::Unauthenticated | Error::Forbidden { .. })) => {
+                // Failed credentials spend the caller's anonymous allowance, so guessing is bounded.
+                let ip = super::client_ip::client_ip(parts, &state.config.trusted_proxies)
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                state
+                    .limits
+                    .check("anonymous", &format!("ip:{ip}"), slot.as_ref())?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        // One bucket per API key or login session; customers also count against their daily quota.
+        let bucket_key = match &p.credential {
+            Credential::ApiKey { id, .. } => format!("key:{id}"),
+            Credential::Session { digest } => format!("session:{digest}"),
+        };
+        state
+            .limits
+            .check("authenticated", &bucket_key, slot.as_ref())?;
+        if p.role == Role::Customer {
+            state
+                .limits
+                .count_daily(&p.user_id, &p.plan, slot.as_ref())?;
+        }
         // Usage counters and the audit log learn the caller here, refused or not.
         if let Some(slot) = parts.extensions.get::<super::accounting::AuthSlot>() {
             let _ = slot.0.set(p.clone());

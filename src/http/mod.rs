@@ -6,4 +6,5 @@ pub mod checks;
 pub mod client_ip;
 pub mod extract;
 pub mod pagination;
+pub mod ratelimit;
 pub mod request_id;

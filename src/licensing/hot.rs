@@ -87,6 +87,7 @@ pub async fn validate_license(
     };
     let code = decide::decide(snap.as_deref().map(|s| &s.state), &ask, now);
     let valid = code == Code::Valid;
+    metrics::counter!("ecosire_validations_total", "code" => code.as_str()).increment(1);
     let token = match (&snap, valid) {
         (Some(s), true) => Some(s.token(
             &state.keys.license,
@@ -271,6 +272,7 @@ pub async fn activate_license(
     let license = row.view(count, None);
     let activation: Activation = activation_row.into();
     if status == StatusCode::CREATED {
+        metrics::counter!("ecosire_activations_total").increment(1);
         events::emit(
             &mut tx,
             "license.activated",

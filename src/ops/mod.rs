@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod health;
+pub mod metrics;
 pub mod openapi;

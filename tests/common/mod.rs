@@ -101,6 +101,8 @@ impl TestApp {
             admin_email: Some(ADMIN_EMAIL.into()),
             admin_password: Some(ADMIN_PASSWORD.into()),
             cookie_secure: false,
+            // Limits have their own tests; elsewhere many calls share one in-process "client".
+            rate_limits: false,
             reaper_interval: Duration::from_secs(3600),
             ..Config::default()
         };

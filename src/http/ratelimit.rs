@@ -1,0 +1,464 @@
+//! Rate limits (GCRA, via governor) and the daily quota, per API.md § Rate limits.
+//!
+//! Public routes with their own row (validate, activate, login, support, CRM, newsletter, ask)
+//! are limited here, in a middleware that runs after routing; every other anonymous request
+//! shares a per-IP `anonymous` bucket. Authenticated requests are limited per API key or per
+//! login session by the access extractor (`authenticated`), which also counts the daily quota of
+//! customers. Whoever checks a bucket leaves the figures in a `RateSlot`; the middleware turns
+//! them into `X-RateLimit-*` / `X-Quota-*` headers on the response, whatever its status.
+//!
+//! Limits are per instance: with N instances behind a balancer that spreads a client evenly,
+//! configure each instance with limit/N for the same overall limit.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::error::Error;
+use crate::state::AppState;
+
+/// One row of the rate-limit table: `limit` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub limit: u32,
+    pub period: Duration,
+}
+
+impl Rule {
+    pub const fn per_minute(limit: u32) -> Rule {
+        Rule {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+    /// Parses `30/min`, `5/s`, `1000/h`, `2000/day`.
+    pub fn parse(s: &str) -> Option<Rule> {
+        let (n, unit) = s.trim().split_once('/')?;
+        let limit: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return None,
+        };
+        Some(Rule { limit, period })
+    }
+}
+
+/// The buckets, by name. Names are also the suffix of their `ECOSIRE_RATE_LIMIT_<NAME>` variable.
+pub const BUCKETS: &[(&str, Rule)] = &[
+    ("support", Rule::per_minute(5)),
+    ("crm", Rule::per_minute(10)),
+    ("ask", Rule::per_minute(20)),
+    ("validate", Rule::per_minute(30)),
+    ("activate", Rule::per_minute(10)),
+    ("newsletter", Rule::per_minute(5)),
+    ("login", Rule::per_minute(10)),
+    ("authenticated", Rule::per_minute(100)),
+    ("anonymous", Rule::per_minute(300)),
+];
+
+/// Rate-limit configuration: the rules and the daily quota per plan (`None`: unlimited).
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub rules: HashMap<String, Rule>,
+    pub plans: HashMap<String, Option<u64>>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            rules: BUCKETS.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+            plans: [("free".to_string(), Some(1000))].into_iter().collect(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The daily quota of `plan` (unknown plans get the free plan's).
+    pub fn quota_for(&self, plan: &str) -> Option<u64> {
+        match self.plans.get(plan) {
+            Some(q) => *q,
+            None => self.plans.get("free").copied().flatten(),
+        }
+    }
+}
+
+type Limiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+struct Bucket {
+    rule: Rule,
+    limiter: Limiter,
+}
+
+/// What one check found, for the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_unix: u64,
+}
+
+/// Filled by whoever checks a bucket or the quota while serving a request.
+#[derive(Clone, Default)]
+pub struct RateSlot {
+    pub rate: Arc<OnceLock<RateInfo>>,
+    pub quota: Arc<OnceLock<(u64, u64)>>,
+}
+
+/// All limiters of this instance.
+pub struct Limits {
+    pub enabled: bool,
+    pub config: LimitsConfig,
+    buckets: HashMap<&'static str, Bucket>,
+    /// Customer calls today: user id → (UTC day number, count).
+    daily: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Limits {
+    pub fn new(enabled: bool, config: LimitsConfig) -> Self {
+        let buckets = BUCKETS
+            .iter()
+            .map(|(name, default)| {
+                let rule = config.rules.get(*name).copied().unwrap_or(*default);
+                let burst = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(rule.period / rule.limit.max(1))
+                    .expect("non-zero period")
+                    .allow_burst(burst);
+                (
+                    *name,
+                    Bucket {
+                        rule,
+                        limiter: RateLimiter::keyed(quota)
+                            .with_middleware::<StateInformationMiddleware>(),
+                    },
+                )
+            })
+            .collect();
+        Limits {
+            enabled,
+            config,
+            buckets,
+            daily: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one cell from `bucket` for `key`. `Err` carries the seconds until the next cell.
+    pub fn check(&self, bucket: &str, key: &str, slot: Option<&RateSlot>) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(b) = self.buckets.get(bucket) else {
+            return Ok(());
+        };
+        let now = unix_now();
+        let per_cell = b.rule.period.as_secs_f64() / f64::from(b.rule.limit.max(1));
+        let (info, verdict) = match b.limiter.check_key(&key.to_string()) {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity();
+                let reset = now
+                    + (f64::from(b.rule.limit - remaining.min(b.rule.limit)) * per_cell).ceil()
+                        as u64;
+                (
+                    RateInfo {
+                        limit: b.rule.limit,
+                        remaining,
+                        reset_unix: reset,
+                    },
+                    Ok(()),
+                )
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
+                metrics::counter!("ecosire_rate_limited_total", "bucket" => bucket.to_string())
+                    .increment(1);
+                (
+                    RateInfo {
+                        limit: b.rule.limit,
+                        remaining: 0,
+                        reset_unix: now + retry,
+                    },
+                    Err(Error::TooMany {
+                        code: "RATE_LIMITED",
+                        message: format!(
+                            "Rate limit of {} per {}s exceeded",
+                            b.rule.limit,
+                            b.rule.period.as_secs()
+                        ),
+                        retry_after_s: retry,
+                    }),
+                )
+            }
+        };
+        if let Some(s) = slot {
+            let _ = s.rate.set(info);
+        }
+        verdict
+    }
+
+    /// Counts one call of a customer on `plan` against today's quota.
+    pub fn count_daily(
+        &self,
+        user_id: &str,
+        plan: &str,
+        slot: Option<&RateSlot>,
+    ) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(limit) = self.config.quota_for(plan) else {
+            return Ok(());
+        };
+        let now = unix_now();
+        let day = (now / 86_400) as i64;
+        let used = {
+            let mut map = self.daily.lock().expect("daily quota");
+            let entry = map.entry(user_id.to_string()).or_insert((day, 0));
+            if entry.0 != day {
+                *entry = (day, 0);
+            }
+            entry.1 += 1;
+            entry.1
+        };
+        if let Some(s) = slot {
+            let _ = s.quota.set((limit, limit.saturating_sub(used)));
+        }
+        if used > limit {
+            let midnight = (day as u64 + 1) * 86_400;
+            return Err(Error::TooMany {
+                code: "QUOTA_EXCEEDED",
+                message: format!("Daily quota of {limit} calls used up; it resets at midnight UTC"),
+                retry_after_s: midnight - now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets idle keys so memory stays bounded however many distinct keys pass.
+    pub fn prune(&self) {
+        for b in self.buckets.values() {
+            b.limiter.retain_recent();
+            b.limiter.shrink_to_fit();
+        }
+        let today = (unix_now() / 86_400) as i64;
+        self.daily
+            .lock()
+            .expect("daily quota")
+            .retain(|_, (day, _)| *day == today);
+    }
+
+    /// Keys held across all buckets (for metrics and the memory measurement).
+    pub fn keys(&self) -> usize {
+        self.buckets.values().map(|b| b.limiter.len()).sum()
+    }
+}
+
+/// Which public bucket a route belongs to.
+fn bucket_for(method: &Method, path: &str) -> Option<&'static str> {
+    if method != Method::POST {
+        return None;
+    }
+    Some(match path {
+        "/api/support" => "support",
+        "/api/crm/capture" => "crm",
+        "/api/ecosire-ai/ask" => "ask",
+        "/api/licenses/validate" => "validate",
+        "/api/licenses/activate" => "activate",
+        "/api/newsletter/subscribe" => "newsletter",
+        "/api/auth/login" => "login",
+        _ => return None,
+    })
+}
+
+fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(axum::http::header::AUTHORIZATION)
+        || headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.contains(crate::http::auth::COOKIE_NAME))
+        })
+}
+
+#[derive(serde::Deserialize)]
+struct KeyOnly {
+    key: Option<String>,
+}
+
+/// Checks the public buckets and writes the rate-limit headers on every response.
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.limits.enabled {
+        return next.run(req).await;
+    }
+    let slot = RateSlot::default();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(slot.clone());
+    let path = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let ip = super::client_ip::client_ip(&parts, &state.config.trusted_proxies)
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let bucket = bucket_for(&parts.method, &path);
+    let mut body = body;
+    let key = match bucket {
+        Some(b @ ("validate" | "activate")) => {
+            // Keyed by license key when the key is known, else by client IP.
+            let bytes: Bytes = match axum::body::to_bytes(body, crate::server::BODY_LIMIT).await {
+                Ok(b) => b,
+                Err(_) => return Error::PayloadTooLarge.into_response(),
+            };
+            let digest = serde_json::from_slice::<KeyOnly>(&bytes)
+                .ok()
+                .and_then(|k| k.key)
+                .and_then(|k| crate::licensing::key::LicenseKey::parse(&k))
+                .map(|k| k.digest());
+            body = Body::from(bytes);
+            let known = match digest {
+                Some(d) => matches!(state.licenses.get(&state.db, &d).await, Ok(Some(_))),
+                None => false,
+            };
+            Some((
+                b,
+                if known {
+                    format!("key:{}", hex::encode(digest.expect("known")))
+                } else {
+                    format!("ip:{ip}")
+                },
+            ))
+        }
+        Some("ask") => {
+            let who = parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            Some((
+                "ask",
+                match who {
+                    Some(cred) => format!("cred:{}", crate::crypto::sha256_hex(cred.as_bytes())),
+                    None => format!("ip:{ip}"),
+                },
+            ))
+        }
+        Some(b) => Some((b, format!("ip:{ip}"))),
+        // Authenticated calls are limited per key or session by the access extractor.
+        None if !has_credentials(&parts.headers) => Some(("anonymous", format!("ip:{ip}"))),
+        None => None,
+    };
+    let verdict = match &key {
+        Some((b, k)) => state.limits.check(b, k, Some(&slot)),
+        None => Ok(()),
+    };
+    let mut res = match verdict {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(e) => e.into_response(),
+    };
+    write_headers(res.headers_mut(), &slot);
+    res
+}
+
+fn write_headers(h: &mut HeaderMap, slot: &RateSlot) {
+    if let Some(r) = slot.rate.get() {
+        h.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(r.reset_unix));
+    }
+    if let Some((limit, remaining)) = slot.quota.get() {
+        h.insert("x-quota-limit", HeaderValue::from(*limit));
+        h.insert("x-quota-remaining", HeaderValue::from(*remaining));
+    }
+}
+
+/// `Retry-After` for a 429 built from an `Error::TooMany`.
+pub fn too_many(code: &str, message: String, retry_after_s: u64) -> Response {
+    let mut res = crate::error::problem(StatusCode::TOO_MANY_REQUESTS, code, message, None);
+    res.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after_s),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse() {
+        assert_eq!(Rule::parse("30/min"), Some(Rule::per_minute(30)));
+        assert_eq!(
+            Rule::parse("5/s"),
+            Some(Rule {
+                limit: 5,
+                period: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(Rule::parse("0/min"), None);
+        assert_eq!(Rule::parse("x/min"), None);
+        assert_eq!(Rule::parse("5/fortnight"), None);
+    }
+
+    #[test]
+    fn a_bucket_allows_its_limit_then_refuses() {
+        let l = Limits::new(true, LimitsConfig::default());
+        for i in 0..10 {
+            assert!(l.check("login", "ip:1", None).is_ok(), "call {i}");
+        }
+        let Err(Error::TooMany {
+            code,
+            retry_after_s,
+            ..
+        }) = l.check("login", "ip:1", None)
+        else {
+            panic!("11th call must be refused")
+        };
+        assert_eq!(code, "RATE_LIMITED");
+        assert!((1..=6).contains(&retry_after_s), "{retry_after_s}");
+        assert!(
+            l.check("login", "ip:2", None).is_ok(),
+            "other keys have their own bucket"
+        );
+    }
+
+    #[test]
+    fn the_daily_quota_counts_customers() {
+        let mut cfg = LimitsConfig::default();
+        cfg.plans.insert("free".into(), Some(3));
+        cfg.plans.insert("pro".into(), None);
+        let l = Limits::new(true, cfg);
+        for _ in 0..3 {
+            assert!(l.count_daily("usr_a", "free", None).is_ok());
+        }
+        assert!(matches!(
+            l.count_daily("usr_a", "free", None),
+            Err(Error::TooMany {
+                code: "QUOTA_EXCEEDED",
+                ..
+            })
+        ));
+        for _ in 0..10 {
+            assert!(l.count_daily("usr_b", "pro", None).is_ok());
+        }
+    }
+}

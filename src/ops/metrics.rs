@@ -1,0 +1,87 @@
+//! Prometheus metrics at `GET /metrics` and the per-request access log.
+//!
+//! Counters and histograms are recorded with the `metrics` facade as requests pass; gauges that
+//! describe state (cache, outbox depth, limiter keys) are read when Prometheus scrapes.
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+/// The process-wide recorder (one per process, shared by every app built in it).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("ecosire_http_request_duration_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ],
+            )
+            .expect("static buckets");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests building several apps): keep ours as
+        // a renderer either way.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Records request counts and latencies by route template and status, and writes one access-log
+/// line per request (request id, route, status, latency; the principal is added by the
+/// accounting middleware's log line).
+pub async fn middleware(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("ecosire_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!("ecosire_http_request_duration_seconds", "method" => method, "route" => route, "status" => status).record(elapsed);
+    res
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics_text))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics_text(State(state): State<AppState>) -> Response {
+    metrics::gauge!("ecosire_license_cache_entries").set(state.licenses.entry_count() as f64);
+    metrics::counter!("ecosire_license_cache_hits_total")
+        .absolute(state.licenses.hits.load(Ordering::Relaxed));
+    metrics::counter!("ecosire_license_cache_misses_total")
+        .absolute(state.licenses.misses.load(Ordering::Relaxed));
+    metrics::counter!("ecosire_validated_events_dropped_total")
+        .absolute(state.events.dropped.load(Ordering::Relaxed));
+    metrics::gauge!("ecosire_rate_limiter_keys").set(state.limits.keys() as f64);
+    if let Ok(depth) =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&state.db.pool)
+            .await
+    {
+        metrics::gauge!("ecosire_outbox_pending_deliveries").set(depth as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle().render(),
+    )
+        .into_response()
+}

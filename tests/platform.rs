@@ -1,0 +1,481 @@
+//! The platform around every route: rate limits and quotas, metrics, the OpenAPI document.
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
+use common::{TestApp, TestResponse};
+use ecosire::http::ratelimit::Rule;
+use serde_json::{Value, json};
+
+async fn limited_app(tweak: impl FnOnce(&mut ecosire::config::Config)) -> TestApp {
+    TestApp::with_config(|c| {
+        c.rate_limits = true;
+        // Generous for the harness's own admin login; tests narrow what they exercise.
+        c.limits.rules.insert("login".into(), Rule::per_minute(10));
+        tweak(c);
+    })
+    .await
+}
+
+/// A request as if from `peer`, optionally through a proxy that sent `X-Forwarded-For`.
+async fn from_peer(
+    app: &TestApp,
+    peer: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+    xff: Option<&str>,
+) -> TestResponse {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(x) = xff {
+        b = b.header("x-forwarded-for", x);
+    }
+    let mut req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string())),
+        None => b.body(Body::empty()),
+    }
+    .unwrap();
+    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    app.send(req).await
+}
+
+fn header_u64(r: &TestResponse, name: &str) -> u64 {
+    r.header(name)
+        .unwrap_or_else(|| panic!("missing {name}: {:?}", r.headers))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_is_limited_per_client_ip_with_headers_on_every_answer() {
+    let app = limited_app(|_| {}).await;
+    let bad = json!({"email": "nobody@example.com", "password": "wrong-password"});
+    for i in 0..10u64 {
+        let r = from_peer(
+            &app,
+            "198.51.100.7",
+            Method::POST,
+            "/api/auth/login",
+            Some(bad.clone()),
+            None,
+            None,
+        )
+        .await;
+        r.expect_problem(401, "INVALID_CREDENTIALS");
+        assert_eq!(header_u64(&r, "x-ratelimit-limit"), 10);
+        assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 9 - i);
+        assert!(header_u64(&r, "x-ratelimit-reset") >= ecosire::timestamp::now_ms() as u64 / 1000);
+    }
+    let r = from_peer(
+        &app,
+        "198.51.100.7",
+        Method::POST,
+        "/api/auth/login",
+        Some(bad.clone()),
+        None,
+        None,
+    )
+    .await;
+    r.expect_problem(429, "RATE_LIMITED");
+    let retry = header_u64(&r, "retry-after");
+    assert!((1..=6).contains(&retry), "Retry-After {retry}");
+    assert_eq!(header_u64(&r, "x-ratelimit-remaining"), 0);
+    // Another client has its own bucket.
+    from_peer(
+        &app,
+        "198.51.100.8",
+        Method::POST,
+        "/api/auth/login",
+        Some(bad),
+        None,
+        None,
+    )
+    .await
+    .expect(401);
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let app = limited_app(|c| {
+        c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        c.limits.rules.insert("support".into(), Rule::per_minute(1));
+    })
+    .await;
+    let body = json!({"email": "a@example.com", "subject": "s", "message": "m"});
+    // Through the trusted proxy, two different clients each get their own allowance.
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let r = from_peer(
+            &app,
+            "10.0.0.5",
+            Method::POST,
+            "/api/support",
+            Some(body.clone()),
+            None,
+            Some(client),
+        )
+        .await;
+        assert_ne!(r.status.as_u16(), 429, "{client}: {}", r.text);
+    }
+    from_peer(
+        &app,
+        "10.0.0.5",
+        Method::POST,
+        "/api/support",
+        Some(body.clone()),
+        None,
+        Some("203.0.113.1"),
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+    // From an untrusted peer the header is ignored: spoofing a new address does not help.
+    let r = from_peer(
+        &app,
+        "198.51.100.9",
+        Method::POST,
+        "/api/support",
+        Some(body.clone()),
+        None,
+        Some("203.0.113.50"),
+    )
+    .await;
+    assert_ne!(r.status.as_u16(), 429);
+    from_peer(
+        &app,
+        "198.51.100.9",
+        Method::POST,
+        "/api/support",
+        Some(body),
+        None,
+        Some("203.0.113.51"),
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn validate_is_limited_per_license_key_and_unknown_keys_per_ip() {
+    let app = limited_app(|c| {
+        c.limits
+            .rules
+            .insert("validate".into(), Rule::per_minute(3));
+    })
+    .await;
+    let (_, l1) = app.product_and_license(json!({}), json!({})).await;
+    let (_, l2) = app.product_and_license(json!({}), json!({})).await;
+    let v = |key: &str| json!({"key": key});
+    for _ in 0..3 {
+        from_peer(
+            &app,
+            "198.51.100.1",
+            Method::POST,
+            "/api/licenses/validate",
+            Some(v(l1["key"].as_str().unwrap())),
+            None,
+            None,
+        )
+        .await
+        .expect(200);
+    }
+    // The key's bucket is spent, from any address…
+    from_peer(
+        &app,
+        "198.51.100.2",
+        Method::POST,
+        "/api/licenses/validate",
+        Some(v(l1["key"].as_str().unwrap())),
+        None,
+        None,
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+    // …while another key is untouched.
+    from_peer(
+        &app,
+        "198.51.100.1",
+        Method::POST,
+        "/api/licenses/validate",
+        Some(v(l2["key"].as_str().unwrap())),
+        None,
+        None,
+    )
+    .await
+    .expect(200);
+    // Unknown keys share the client's address bucket, whatever key they name.
+    for i in 0..3 {
+        let k = format!("ECOS-00000-00000-00000-0000{i}");
+        from_peer(
+            &app,
+            "198.51.100.3",
+            Method::POST,
+            "/api/licenses/validate",
+            Some(v(&k)),
+            None,
+            None,
+        )
+        .await
+        .expect(200);
+    }
+    from_peer(
+        &app,
+        "198.51.100.3",
+        Method::POST,
+        "/api/licenses/validate",
+        Some(v("ECOS-00000-00000-00000-00009")),
+        None,
+        None,
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn authenticated_calls_are_limited_per_session_and_customers_have_a_daily_quota() {
+    let app = limited_app(|c| {
+        c.limits
+            .rules
+            .insert("authenticated".into(), Rule::per_minute(1000));
+        c.limits.plans.insert("free".into(), Some(3));
+    })
+    .await;
+    let (_, token) = app.customer("quota@example.com").await;
+    for left in [2u64, 1, 0] {
+        let r = from_peer(
+            &app,
+            "198.51.100.4",
+            Method::GET,
+            "/api/auth/me",
+            None,
+            Some(&token),
+            None,
+        )
+        .await;
+        r.expect(200);
+        assert_eq!(header_u64(&r, "x-quota-limit"), 3);
+        assert_eq!(header_u64(&r, "x-quota-remaining"), left);
+    }
+    let r = from_peer(
+        &app,
+        "198.51.100.4",
+        Method::GET,
+        "/api/auth/me",
+        None,
+        Some(&token),
+        None,
+    )
+    .await;
+    r.expect_problem(429, "QUOTA_EXCEEDED");
+    let retry = header_u64(&r, "retry-after");
+    assert!((1..=86_400).contains(&retry));
+    // Admins are exempt.
+    for _ in 0..5 {
+        let r = from_peer(
+            &app,
+            "198.51.100.4",
+            Method::GET,
+            "/api/auth/me",
+            None,
+            Some(&app.admin_token.clone()),
+            None,
+        )
+        .await;
+        r.expect(200);
+        assert!(r.header("x-quota-limit").is_none());
+    }
+
+    let app = limited_app(|c| {
+        c.limits
+            .rules
+            .insert("authenticated".into(), Rule::per_minute(2))
+            .map(|_| ())
+            .unwrap_or(())
+    })
+    .await;
+    let (_, token) = app.customer("burst@example.com").await;
+    for _ in 0..2 {
+        from_peer(
+            &app,
+            "198.51.100.5",
+            Method::GET,
+            "/api/auth/me",
+            None,
+            Some(&token),
+            None,
+        )
+        .await
+        .expect(200);
+    }
+    let r = from_peer(
+        &app,
+        "198.51.100.5",
+        Method::GET,
+        "/api/auth/me",
+        None,
+        Some(&token),
+        None,
+    )
+    .await;
+    r.expect_problem(429, "RATE_LIMITED");
+    assert_eq!(header_u64(&r, "x-ratelimit-limit"), 2);
+    // The admin's session is another bucket.
+    from_peer(
+        &app,
+        "198.51.100.5",
+        Method::GET,
+        "/api/auth/me",
+        None,
+        Some(&app.admin_token.clone()),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn limits_can_be_switched_off() {
+    let app = TestApp::with_config(|c| c.rate_limits = false).await;
+    let bad = json!({"email": "nobody@example.com", "password": "wrong-password"});
+    for _ in 0..15 {
+        let r = from_peer(
+            &app,
+            "198.51.100.7",
+            Method::POST,
+            "/api/auth/login",
+            Some(bad.clone()),
+            None,
+            None,
+        )
+        .await;
+        r.expect(401);
+        assert!(r.header("x-ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_in_prometheus_format() {
+    let app = TestApp::new().await;
+    let (_, l) = app.product_and_license(json!({}), json!({})).await;
+    app.validate(json!({"key": l["key"]})).await;
+    app.validate(json!({"key": "ECOS-00000-00000-00000-00000"}))
+        .await;
+    let r = app.get("/metrics", None).await;
+    r.expect(200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = &r.text;
+    for needle in [
+        "ecosire_http_requests_total{",
+        "route=\"/api/licenses/validate\"",
+        "ecosire_http_request_duration_seconds_bucket{",
+        "ecosire_validations_total{code=\"VALID\"}",
+        "ecosire_validations_total{code=\"NOT_FOUND\"}",
+        "ecosire_license_cache_misses_total",
+        "ecosire_outbox_pending_deliveries",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+fn operations(api: &Value) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for (path, item) in api["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "patch", "delete"] {
+            if item.get(m).is_some() {
+                out.push((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_every_route_is_documented() {
+    let app = TestApp::new().await;
+    let spec = app.get("/api/openapi.json", None).await.expect(200).clone();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let ops = operations(&spec);
+    assert!(ops.len() >= 40, "{} operations", ops.len());
+    for (method, path) in &ops {
+        let concrete = path.replace('{', "x_").replace('}', "");
+        let r = app
+            .call(
+                method.parse().unwrap(),
+                &concrete,
+                None,
+                Some(&app.admin_token.clone()),
+            )
+            .await;
+        assert_ne!(
+            r.status.as_u16(),
+            405,
+            "{method} {path} is documented but not served"
+        );
+        assert!(
+            !(r.status.as_u16() == 404 && r.body["detail"] == "No such route"),
+            "{method} {path} is documented but not routed"
+        );
+        // Error answers are documented as problem+json with their status.
+        let status = r.status.as_u16().to_string();
+        let op = &spec["paths"][path][method.to_lowercase()];
+        assert!(
+            op["responses"].get(&status).is_some(),
+            "{method} {path} answered {status}, which its spec does not list"
+        );
+    }
+    // Routes reach the router only through utoipa (`routes!`), so none can bypass the spec;
+    // this guards against a plain axum `.route(` slipping in.
+    let mut offenders = vec![];
+    for entry in walk("src") {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        if text.contains(".route(\"")
+            || text.contains("routing::get(")
+            || text.contains("routing::post(")
+        {
+            offenders.push(entry);
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "routes added outside the OpenAPI router: {offenders:?}"
+    );
+    // Swagger UI is served from the binary.
+    let r = app.get("/api/docs/", None).await;
+    r.expect(200);
+    assert!(
+        r.text.contains("swagger"),
+        "{}",
+        &r.text[..r.text.len().min(200)]
+    );
+}
+
+fn walk(dir: &str) -> Vec<String> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(p.to_str().unwrap()));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p.to_string_lossy().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_spec_declares_both_security_schemes_and_problem_errors() {
+    let api = serde_json::to_value(ecosire::openapi()).unwrap();
+    let schemes = &api["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["cookie"]["in"], "cookie");
+    let validate = &api["paths"]["/api/licenses/validate"]["post"]["responses"];
+    assert!(validate["422"]["content"]["application/problem+json"].is_object());
+    assert!(validate["429"].is_object());
+}
