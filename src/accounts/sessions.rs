@@ -18,7 +18,7 @@ use crate::timestamp::now_ms;
 
 pub const SESSION_AUDIENCE: &str = "ecosire:session";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct SessionClaims {
     pub iss: String,
     pub aud: String,
@@ -107,7 +107,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     #[schema(example = "admin@ecosire.local")]
     pub email: String,
@@ -123,7 +123,7 @@ pub struct LoginUser {
     pub role: Role,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LoginResponse {
     /// Session JWT: send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -224,7 +224,7 @@ pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<J
     Ok(Json(MeResponse { user: user.view() }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
     #[schema(example = "ann@example.com")]
     pub email: String,
@@ -269,4 +269,47 @@ pub async fn register(
         StatusCode::CREATED,
         Json(UserEnvelope { user: user.view() }),
     ))
+}
+
+/// Secrets in these types (passwords, session ids, tokens) never reach a log through `Debug`.
+macro_rules! redacted_debug {
+    ($t:ty, $($field:ident),*) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))$(.field(stringify!($field), &self.$field))*.finish_non_exhaustive()
+            }
+        }
+    };
+}
+redacted_debug!(SessionClaims, sub, iat, exp);
+redacted_debug!(LoginRequest, email);
+redacted_debug!(LoginResponse, user);
+redacted_debug!(RegisterRequest, email, name);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let req = LoginRequest {
+            email: "a@b.io".into(),
+            password: "hunter2-secret".into(),
+        };
+        let reg = RegisterRequest {
+            email: "a@b.io".into(),
+            password: "hunter2-secret".into(),
+            name: "A".into(),
+        };
+        assert!(!format!("{req:?}{reg:?}").contains("hunter2"));
+        let claims = SessionClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: "usr_1".into(),
+            sid: "sid-secret".into(),
+            iat: 0,
+            exp: 1,
+        };
+        assert!(!format!("{claims:?}").contains("sid-secret"));
+    }
 }

@@ -35,8 +35,8 @@ struct EndpointRow {
 const ENDPOINT_COLUMNS: &str =
     "id, url, events, description, enabled, disabled_reason, failing_since, created_at, updated_at";
 
-/// A webhook endpoint (the secret only in the answer that creates it).
-#[derive(Debug, Serialize, ToSchema)]
+/// A webhook endpoint (the secret only in the answer that creates it; never in `Debug`).
+#[derive(Serialize, ToSchema)]
 pub struct WebhookEndpoint {
     #[schema(example = "whe_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -54,6 +54,16 @@ pub struct WebhookEndpoint {
     /// `whsec_…`: shown once, when the endpoint is created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EndpointRow {
