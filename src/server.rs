@@ -196,14 +196,24 @@ pub fn spawn_background(
         )));
     }
     {
-        // Endpoint changes made on other instances reach this one's subscription filter.
+        // Housekeeping every 5 s: endpoint changes made on other instances reach this one's
+        // subscription filter; metric histograms are drained even when nobody scrapes; and every
+        // minute idle rate-limit keys are forgotten, so memory stays bounded.
         let state = state.clone();
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { let _ = state.events.refresh(&state.db).await; }
+                    _ = tick.tick() => {
+                        let _ = state.events.refresh(&state.db).await;
+                        crate::ops::metrics::handle().run_upkeep();
+                        n += 1;
+                        if n.is_multiple_of(12) {
+                            state.limits.prune();
+                        }
+                    }
                     _ = stop.changed() => break,
                 }
             }
