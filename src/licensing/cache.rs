@@ -37,6 +37,9 @@ pub struct Snapshot {
     pub heartbeat_timeout_s: Option<i64>,
     /// Recently signed tokens by fingerprint ("" for none): (token, issued at ms).
     tokens: Mutex<HashMap<String, (String, i64)>>,
+    /// Recently rendered VALID answers by fingerprint: (JSON body, rendered at ms). A hit then
+    /// costs no serialisation at all.
+    bodies: Mutex<HashMap<String, (axum::body::Bytes, i64)>>,
 }
 
 impl Snapshot {
@@ -73,6 +76,7 @@ impl Snapshot {
             activations,
             heartbeat_timeout_s,
             tokens: Mutex::new(HashMap::new()),
+            bodies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,6 +84,36 @@ impl Snapshot {
         self.activations
             .iter()
             .find(|a| a.fingerprint == fingerprint)
+    }
+
+    /// The whole body of a VALID answer for `fingerprint` (requests without a nonce), rendered by
+    /// `render` from a token and reused for as long as a token is.
+    pub fn valid_body(
+        &self,
+        signer: &Signer,
+        issuer: &str,
+        fingerprint: Option<&str>,
+        now_ms: i64,
+        render: impl FnOnce(String) -> Vec<u8>,
+    ) -> axum::body::Bytes {
+        let slot = fingerprint.unwrap_or("");
+        if let Some((b, at)) = self.bodies.lock().expect("body memo").get(slot)
+            && now_ms - at < TOKEN_REUSE_MS
+        {
+            return b.clone();
+        }
+        let body = axum::body::Bytes::from(render(self.token(
+            signer,
+            issuer,
+            fingerprint,
+            None,
+            now_ms,
+        )));
+        self.bodies
+            .lock()
+            .expect("body memo")
+            .insert(slot.to_string(), (body.clone(), now_ms));
+        body
     }
 
     /// A token for this license (bound to `fingerprint` when given), reusing a recent one unless

@@ -65,7 +65,7 @@ fn check_fingerprint(c: &mut Checks, fp: &str) {
 pub async fn validate_license(
     State(state): State<AppState>,
     Json(req): Json<ValidateRequest>,
-) -> Result<Json<ValidateResponse>> {
+) -> Result<Response> {
     let mut c = Checks::new();
     if let Some(fp) = &req.fingerprint {
         check_fingerprint(&mut c, fp);
@@ -88,6 +88,37 @@ pub async fn validate_license(
     let code = decide::decide(snap.as_deref().map(|s| &s.state), &ask, now);
     let valid = code == Code::Valid;
     metrics::counter!("ecosire_validations_total", "code" => code.as_str()).increment(1);
+    if let Some(s) = &snap {
+        state.events.validated(|| {
+            serde_json::json!({"license": &*s.view, "valid": valid, "code": code, "fingerprint": req.fingerprint})
+        });
+    }
+    // The common case, a VALID answer without a nonce, is served from the snapshot's memo.
+    if let (Some(s), true, None) = (&snap, valid, &req.nonce) {
+        let fp = req.fingerprint.as_deref();
+        let body = s.valid_body(
+            &state.keys.license,
+            &state.config.token_issuer,
+            fp,
+            now,
+            |token| {
+                let res = ValidateResponse {
+                    valid,
+                    code,
+                    detail: code.detail(),
+                    license: Some(s.view.clone()),
+                    activation: fp.and_then(|f| s.activation(f).cloned()),
+                    token: Some(token),
+                };
+                serde_json::to_vec(&res).expect("serializable")
+            },
+        );
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response());
+    }
     let token = match (&snap, valid) {
         (Some(s), true) => Some(s.token(
             &state.keys.license,
@@ -102,11 +133,6 @@ pub async fn validate_license(
         (Some(s), Some(fp)) => s.activation(fp).cloned(),
         _ => None,
     };
-    if let Some(s) = &snap {
-        state.events.validated(|| {
-            serde_json::json!({"license": &*s.view, "valid": valid, "code": code, "fingerprint": req.fingerprint})
-        });
-    }
     Ok(Json(ValidateResponse {
         valid,
         code,
@@ -114,7 +140,8 @@ pub async fn validate_license(
         license: snap.map(|s| s.view.clone()),
         activation,
         token,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
