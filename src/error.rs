@@ -239,11 +239,23 @@ impl IntoResponse for Error {
         let code = self.code();
         let message = self.public_message();
         let unauthenticated = matches!(self, Error::Unauthenticated);
+        // A momentary shortage (hashing slots, the database) says when to come back.
+        let retry_soon = matches!(
+            self,
+            Error::Unavailable {
+                code: "BUSY" | "DATABASE_UNAVAILABLE",
+                ..
+            }
+        );
         let details = match self {
             Error::Validation(d) => Some(d),
             _ => None,
         };
         let mut res = problem(status, code, message, details);
+        if retry_soon {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if unauthenticated {
             // RFC 9110 §11.6.1: a 401 names the scheme it wants.
             res.headers_mut()

@@ -71,6 +71,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole application as a `Router`, for `serve` and for in-process tests.
 pub fn app(state: AppState) -> Router {
     crate::ops::metrics::handle();
+    let request_timeout = state.config.request_timeout;
     let (router, api) = api_router_and_spec();
     router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
@@ -89,6 +90,9 @@ pub fn app(state: AppState) -> Router {
             crate::http::accounting::middleware,
         ))
         .layer(axum::middleware::from_fn(crate::ops::metrics::middleware))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            crate::http::listener::timeout_middleware(request_timeout, req, next)
+        }))
         .layer(axum::middleware::from_fn(
             crate::http::request_id::middleware,
         ))
@@ -104,6 +108,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
     }
     let limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
+    let hasher =
+        crate::accounts::passwords::Hasher::new(config.hash_concurrency, config.hash_queue_timeout);
     let state = AppState::new(App {
         config,
         db,
@@ -113,6 +119,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         limits,
         events: Default::default(),
         http,
+        hasher,
     });
     state.events.refresh(&state.db).await?;
     crate::events::endpoints::ensure_configured_endpoint(&state).await?;
@@ -129,13 +136,14 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let tasks = spawn_background(&state, stop_rx);
     let flush_state = state.clone();
+    let limits = crate::http::listener::ConnLimits {
+        header_timeout: state.config.header_timeout,
+        idle_timeout: state.config.idle_timeout,
+        max_connections: state.config.max_connections,
+        drain_timeout: state.config.request_timeout + Duration::from_secs(5),
+    };
     let router = app(state);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    crate::http::listener::run(listener, router, limits, shutdown).await?;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

@@ -25,6 +25,8 @@ pub struct App {
     pub events: std::sync::Arc<crate::events::EventBus>,
     /// The outbound HTTP client for webhooks (10 s timeout, SSRF-guarded resolver).
     pub http: reqwest::Client,
+    /// Argon2 hashing with a bounded number of slots (memory: 19 MiB each).
+    pub hasher: crate::accounts::passwords::Hasher,
 }
 
 #[derive(Clone)]

@@ -255,7 +255,7 @@ pub struct CreateApiKey {
 }
 
 async fn insert_key(
-    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
     user_id: &str,
     name: &str,
     scope: Scope,
@@ -280,7 +280,7 @@ async fn insert_key(
     .bind(expires_at)
     .bind(rotated_from)
     .bind(now)
-    .execute(&state.db.pool)
+    .execute(conn)
     .await?;
     Ok(CreatedApiKey {
         id,
@@ -316,8 +316,9 @@ pub async fn create_api_key(
             "Only admins can hold an admin-scoped key",
         ));
     }
+    let mut conn = state.db.pool.acquire().await?;
     let created = insert_key(
-        &state,
+        &mut conn,
         &p.user_id,
         req.name.trim(),
         req.scope,
@@ -410,7 +411,7 @@ pub async fn revoke_api_key(
 /// Rotates an API key: answers a new key with the same name, scope and environment; the old key
 /// keeps working for `ECOSIRE_API_KEY_GRACE_S` (default 24 h), then answers 401.
 #[utoipa::path(post, path = "/api/api-keys/{id}/rotate", tag = "api-keys", params(("id" = String, Path)),
-    responses((status = 201, body = CreatedApiKey), (status = 404, body = crate::error::Problem), (status = 409, description = "API_KEY_INACTIVE", body = crate::error::Problem),
+    responses((status = 201, body = CreatedApiKey), (status = 404, body = crate::error::Problem), (status = 409, description = "API_KEY_INACTIVE (revoked or expired) or API_KEY_ROTATED (already rotated)", body = crate::error::Problem),
               (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn rotate_api_key(
@@ -427,22 +428,36 @@ pub async fn rotate_api_key(
         ));
     }
     let grace_end = now + state.config.api_key_grace_s as i64 * 1000;
-    let new_expiry = old.expires_at;
+    let mut tx = state.db.begin().await?;
+    // Only an active key that has no successor yet may be rotated: a second rotation would mint
+    // another live key. The guard sits in the UPDATE itself, so two rotations racing each other
+    // (PostgreSQL re-checks the row it waited for; SQLite serialises writers) give one successor.
+    let marked = sqlx::query(
+        "UPDATE api_keys SET rotated_at = $2, expires_at = $3 WHERE id = $1 AND rotated_at IS NULL \
+         AND revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM api_keys s WHERE s.rotated_from = $1)",
+    )
+    .bind(&old.id)
+    .bind(now)
+    .bind(old.expires_at.map_or(grace_end, |e| e.min(grace_end)))
+    .execute(&mut *tx)
+    .await?;
+    if marked.rows_affected() != 1 {
+        return Err(Error::conflict(
+            "API_KEY_ROTATED",
+            "This key has already been rotated; rotate its successor instead",
+        ));
+    }
     let created = insert_key(
-        &state,
+        &mut tx,
         &old.user_id,
         &old.name,
         Scope::parse(&old.scope),
         Environment::parse(&old.environment),
-        new_expiry,
+        old.expires_at,
         Some(&old.id),
     )
     .await?;
-    sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE id = $1")
-        .bind(&old.id)
-        .bind(old.expires_at.map_or(grace_end, |e| e.min(grace_end)))
-        .execute(&state.db.pool)
-        .await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -169,7 +169,7 @@ pub async fn login(
         None => None,
     };
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let ok = super::passwords::verify(stored, req.password).await;
+    let ok = state.hasher.verify(stored, req.password).await?;
     let Some(user) = user.filter(|_| ok) else {
         return Err(bad());
     };
@@ -261,10 +261,17 @@ pub async fn register(
     c.len(req.name.trim(), "name", 1, 200);
     c.finish()?;
     let email = email.expect("checked");
-    let hash = super::passwords::hash(req.password).await?;
-    let user = users::insert(&state, &email, req.name.trim(), Some(&hash), Role::Customer)
-        .await?
-        .ok_or_else(|| Error::conflict("EMAIL_TAKEN", "An account with this email exists"))?;
+    let hash = state.hasher.hash(req.password).await?;
+    let user = users::insert_with_trust(
+        &state,
+        &email,
+        req.name.trim(),
+        Some(&hash),
+        Role::Customer,
+        users::EmailTrust::SelfRegistered,
+    )
+    .await?
+    .ok_or_else(|| Error::conflict("EMAIL_TAKEN", "An account with this email exists"))?;
     Ok((
         StatusCode::CREATED,
         Json(UserEnvelope { user: user.view() }),

@@ -93,7 +93,17 @@ pub async fn find_by_id(state: &AppState, id: &str) -> Result<Option<UserRow>> {
         .await?)
 }
 
-/// Inserts a user; `None` when the email is taken.
+/// Who vouches for a new account's email address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTrust {
+    /// The server created the account (an admin, a paid checkout, the bootstrap): what is granted
+    /// to the address may attach to it.
+    Server,
+    /// Anyone registered it: nothing granted to the address attaches until it is verified.
+    SelfRegistered,
+}
+
+/// Inserts a user created by the server; `None` when the email is taken.
 pub async fn insert(
     state: &AppState,
     email: &str,
@@ -101,17 +111,30 @@ pub async fn insert(
     password_hash: Option<&str>,
     role: Role,
 ) -> Result<Option<UserRow>> {
+    insert_with_trust(state, email, name, password_hash, role, EmailTrust::Server).await
+}
+
+/// Inserts a user; `None` when the email is taken.
+pub async fn insert_with_trust(
+    state: &AppState,
+    email: &str,
+    name: &str,
+    password_hash: Option<&str>,
+    role: Role,
+    trust: EmailTrust,
+) -> Result<Option<UserRow>> {
     let now = now_ms();
     let id = new_id("usr");
     let res = sqlx::query(
-        "INSERT INTO users (id, email, name, password_hash, role, plan, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'free', $6, $6)",
+        "INSERT INTO users (id, email, name, password_hash, role, plan, self_registered, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'free', $6, $7, $7)",
     )
     .bind(&id)
     .bind(email)
     .bind(name)
     .bind(password_hash)
     .bind(role.as_str())
+    .bind(i64::from(trust == EmailTrust::SelfRegistered))
     .bind(now)
     .execute(&state.db.pool)
     .await;
@@ -122,20 +145,43 @@ pub async fn insert(
     }
 }
 
-/// Finds the user with this email or creates a customer without a password (licenses granted to
-/// an email before its owner registers).
-pub async fn find_or_create_customer(state: &AppState, email: &str) -> Result<UserRow> {
-    if let Some(u) = find_by_email(state, email).await? {
-        return Ok(u);
+/// The account that owns what is granted to `email` (a license created by an admin for an
+/// address, a paid checkout's customer email). An existing account owns it only when the server
+/// can trust its address: verified, or created by the server itself — never merely registered by
+/// someone, or anyone could register `carol@…` in advance and collect what is later granted to
+/// Carol. No account: a passwordless customer is created (server-created, so trusted). `None`:
+/// the address belongs to an unverified self-registered account, and the grant waits unowned
+/// (`licenses.granted_email`) until that address is verified.
+pub async fn owner_for_email(
+    conn: &mut sqlx::AnyConnection,
+    email: &str,
+) -> Result<Option<String>> {
+    for _ in 0..2 {
+        let found: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, self_registered, email_verified_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id, self_registered, verified_at)) = found {
+            return Ok((self_registered == 0 || verified_at.is_some()).then_some(id));
+        }
+        let now = now_ms();
+        // A concurrent grant to the same new address may insert first: then read it back.
+        sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash, role, plan, self_registered, created_at, updated_at) \
+             VALUES ($1, $2, $3, NULL, 'customer', 'free', 0, $4, $4) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(new_id("usr"))
+        .bind(email)
+        .bind(email.split('@').next().unwrap_or(email))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     }
-    let name = email.split('@').next().unwrap_or(email).to_string();
-    match insert(state, email, &name, None, Role::Customer).await? {
-        Some(u) => Ok(u),
-        // Lost a race with another insert of the same email: it exists now.
-        None => find_by_email(state, email)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("user vanished"))),
-    }
+    Err(Error::Internal(anyhow::anyhow!(
+        "the account for a granted email could not be read back"
+    )))
 }
 
 /// What the start-up admin bootstrap did, for the banner.

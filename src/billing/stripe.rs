@@ -102,6 +102,7 @@ pub async fn receive_stripe_event(
         .ok_or_else(bad_sig)?;
     events::signature::verify(secret, header, &body, now_ms() / 1000, TOLERANCE_S)
         .map_err(|_| bad_sig())?;
+    crate::http::extract::reject_nul_json(&body)?;
     let event: Value = serde_json::from_slice(&body)
         .map_err(|_| Error::bad_request("MALFORMED_JSON", "The event is not JSON"))?;
     let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
@@ -205,18 +206,21 @@ fn id_of(v: &Value) -> Option<String> {
     }
 }
 
-async fn find_or_create_user(
+/// The buyer's account: `metadata.userId` when it names one (the storefront knows who is signed
+/// in), else the owner of the customer email (`users::owner_for_email`: `None` when that address
+/// belongs to an account that has not verified it, and the grant waits for the address).
+async fn buyer(
     tx: &mut Tx,
     metadata_user: Option<&str>,
     email: Option<&str>,
-) -> Result<String, Failure> {
+) -> Result<Option<String>, Failure> {
     if let Some(uid) = metadata_user {
         let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE id = $1")
             .bind(uid)
             .fetch_optional(&mut **tx)
             .await?;
         if let Some((id,)) = found {
-            return Ok(id);
+            return Ok(Some(id));
         }
     }
     let Some(email) = email.and_then(crate::http::checks::normalize_email) else {
@@ -224,23 +228,7 @@ async fn find_or_create_user(
             "no user: metadata.userId does not name a user and the session has no valid customer email",
         ));
     };
-    let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
-        .bind(&email)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if let Some((id,)) = found {
-        return Ok(id);
-    }
-    let id = new_id("usr");
-    let now = now_ms();
-    sqlx::query("INSERT INTO users (id, email, name, password_hash, role, plan, created_at, updated_at) VALUES ($1, $2, $3, NULL, 'customer', 'free', $4, $4)")
-        .bind(&id)
-        .bind(&email)
-        .bind(email.split('@').next().unwrap_or(&email))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(id)
+    Ok(crate::accounts::users::owner_for_email(tx, &email).await?)
 }
 
 #[derive(Clone, sqlx::FromRow)]
@@ -383,12 +371,15 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
     let email = s["customer_details"]["email"]
         .as_str()
         .or_else(|| s["customer_email"].as_str());
-    let user_id = find_or_create_user(tx, s["metadata"]["userId"].as_str(), email).await?;
+    let user_id = buyer(tx, s["metadata"]["userId"].as_str(), email).await?;
+    let granted_email = email
+        .and_then(crate::http::checks::normalize_email)
+        .filter(|_| user_id.is_none());
     let products = products_of(tx, s).await?;
     let stripe_sub = id_of(&s["subscription"]);
     let (subscription_id, period_end) = match (&stripe_sub, s["mode"].as_str()) {
         (Some(sub), _) => {
-            let (id, end) = upsert_subscription(tx, sub, Some(&user_id), None, None).await?;
+            let (id, end) = upsert_subscription(tx, sub, user_id.as_deref(), None, None).await?;
             (Some(id), end)
         }
         (None, Some("subscription")) => {
@@ -427,7 +418,8 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
         let expires_at = period_end.or(p.duration_days.map(|d| now + d * 86_400_000));
         let new = NewLicense {
             product_id: &p.id,
-            user_id: Some(&user_id),
+            user_id: user_id.as_deref(),
+            granted_email: granted_email.as_deref(),
             max_activations: p.max_activations,
             expires_at,
             entitlements: &p.entitlements,

@@ -48,9 +48,13 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // ::/96 (IPv4-compatible, deprecated) reaches the embedded IPv4 address on some stacks.
+            let ipv4_compatible = s[..6].iter().all(|x| *x == 0);
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || ipv4_compatible
+                || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
@@ -74,7 +78,7 @@ impl Resolve for GuardedResolver {
                 .collect();
             if addrs.is_empty() {
                 return Err(
-                    "the webhook host resolves only to private or loopback addresses".into(),
+                    "the webhook host resolves only to private or loopback addresses (ECOSIRE_WEBHOOK_ALLOW_PRIVATE=true allows them)".into(),
                 );
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
@@ -82,9 +86,12 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// The HTTP client for webhooks: 10 s timeout, no redirects, guarded DNS.
+/// The HTTP client for webhooks: 10 s timeout, no redirects, guarded DNS, and no proxy from the
+/// environment (`HTTP(S)_PROXY`): a proxy resolves names itself, past the guard, so a name that
+/// does not resolve here could still reach an internal host through it.
 pub fn http_client(allow_private: bool) -> reqwest::Client {
     reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
@@ -128,7 +135,9 @@ pub async fn check_url(
         }
     };
     if ips.iter().any(|ip| !is_public(*ip)) {
-        return Err("must not point at a private, loopback or link-local address");
+        return Err(
+            "must not point at a private, loopback or link-local address (set ECOSIRE_WEBHOOK_ALLOW_PRIVATE=true to allow such targets)",
+        );
     }
     Ok(parsed)
 }
@@ -413,6 +422,13 @@ mod tests {
                 .is_err()
         );
         assert!(check_url("http://127.0.0.1:9/x", true).await.is_ok());
+        // IPv4-compatible (::/96) and site-local (fec0::/10) addresses are private too.
+        for ip in ["::7f00:1", "::a00:1", "fec0::1", "feff::1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(is_public("2606:4700::1111".parse().unwrap()));
+        let why = check_url("http://10.1.2.3/hook", false).await.unwrap_err();
+        assert!(why.contains("ECOSIRE_WEBHOOK_ALLOW_PRIVATE"), "{why}");
         assert!(
             check_url(&format!("https://example.com/{}", "a".repeat(2100)), true)
                 .await

@@ -51,16 +51,21 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
         .map(|m| m.as_str().to_string());
     let started = std::time::Instant::now();
     let res = next.run(Request::from_parts(parts, body)).await;
-    // The access log: one line per request, never a secret (ids only).
+    // The access log: one line per request, never a secret (ids only). Absent values are left
+    // out (`Option` fields record nothing) and the latency is rounded to microseconds.
+    let principal = slot.0.get();
     tracing::info!(
         target: "ecosire::access",
-        request_id = request_id.as_deref().unwrap_or(""),
-        method = %method,
+        request_id = request_id.as_deref(),
+        method = super::method_label(&method),
         route = route.as_deref().unwrap_or("unmatched"),
         status = res.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        principal = slot.0.get().map(|p| p.user_id.as_str()).unwrap_or(""),
-        api_key = slot.0.get().and_then(|p| match &p.credential { Credential::ApiKey { id, .. } => Some(id.as_str()), _ => None }).unwrap_or(""),
+        latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        principal = principal.map(|p| p.user_id.as_str()),
+        api_key = principal.and_then(|p| match &p.credential {
+            Credential::ApiKey { id, .. } => Some(id.as_str()),
+            _ => None,
+        }),
         "request"
     );
     if let Some(p) = slot.0.get() {
@@ -77,7 +82,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
                     Credential::ApiKey { id, .. } => Some(id.clone()),
                     _ => None,
                 },
-                method: method.to_string(),
+                method: super::method_label(&method).to_string(),
                 path,
                 status: i64::from(status),
                 client_ip: ip.map(|i| i.to_string()),

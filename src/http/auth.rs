@@ -160,6 +160,95 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
     }))
 }
 
+/// What checking a request's credentials found, kept in its extensions so that the rate-limit
+/// middleware and the extractors verify them once.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// No credentials: an anonymous caller.
+    Anonymous,
+    /// Verified.
+    Verified(Principal),
+    /// Credentials were sent but are not valid here (401, or 403 `CSRF_REJECTED`).
+    Refused { forbidden: bool },
+}
+
+/// Marks a request whose caller has been charged to a rate-limit bucket already.
+#[derive(Clone, Copy)]
+struct Charged;
+
+/// Verifies the request's credentials once (later calls reuse the outcome). `Ok(None)` for an
+/// anonymous caller; a refusal is `Err` (401, or 403 `CSRF_REJECTED`); a database failure is an
+/// `Err` that is not remembered.
+pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Principal>> {
+    let outcome = match parts.extensions.get::<Outcome>() {
+        Some(o) => o.clone(),
+        None => {
+            let o = match authenticate(parts, state).await {
+                Ok(None) => Outcome::Anonymous,
+                Ok(Some(p)) => Outcome::Verified(p),
+                Err(Error::Unauthenticated) => Outcome::Refused { forbidden: false },
+                Err(Error::Forbidden { .. }) => Outcome::Refused { forbidden: true },
+                Err(e) => return Err(e),
+            };
+            parts.extensions.insert(o.clone());
+            o
+        }
+    };
+    match outcome {
+        Outcome::Anonymous => Ok(None),
+        Outcome::Verified(p) => Ok(Some(p)),
+        Outcome::Refused { forbidden: false } => Err(Error::Unauthenticated),
+        Outcome::Refused { forbidden: true } => Err(Error::forbidden(
+            "CSRF_REJECTED",
+            "Cookie-authenticated writes need an allowed Origin or X-Requested-With",
+        )),
+    }
+}
+
+/// Charges the request to its caller, once: a verified principal to its own `authenticated`
+/// bucket (one per API key or login session) and, for customers, to the daily quota; anything
+/// else — no credentials, or credentials that did not verify — to the per-IP `anonymous` bucket.
+/// A caller is never charged to a principal's bucket on the strength of a header alone.
+pub fn charge(
+    parts: &mut Parts,
+    state: &AppState,
+    principal: Option<&Principal>,
+) -> Result<(), Error> {
+    if parts.extensions.get::<Charged>().is_some() {
+        return Ok(());
+    }
+    parts.extensions.insert(Charged);
+    let slot = parts
+        .extensions
+        .get::<super::ratelimit::RateSlot>()
+        .cloned();
+    match principal {
+        Some(p) => {
+            let bucket_key = match &p.credential {
+                Credential::ApiKey { id, .. } => format!("key:{id}"),
+                Credential::Session { digest } => format!("session:{digest}"),
+            };
+            state
+                .limits
+                .check("authenticated", &bucket_key, slot.as_ref())?;
+            if p.role == Role::Customer {
+                state
+                    .limits
+                    .count_daily(&p.user_id, &p.plan, slot.as_ref())?;
+            }
+            Ok(())
+        }
+        None => {
+            let ip = super::client_ip::client_ip(parts, &state.config.trusted_proxies)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            state
+                .limits
+                .check("anonymous", &format!("ip:{ip}"), slot.as_ref())
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
@@ -167,41 +256,20 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(p) = parts.extensions.get::<Principal>() {
-            return Ok(p.clone());
-        }
-        let slot = parts
-            .extensions
-            .get::<super::ratelimit::RateSlot>()
-            .cloned();
-        let p = match authenticate(parts, state).await {
+        let p = match resolve(parts, state).await {
             Ok(Some(p)) => p,
-            Ok(None) => return Err(Error::Unauthenticated),
+            Ok(None) => {
+                charge(parts, state, None)?;
+                return Err(Error::Unauthenticated);
+            }
             Err(e @ (Error::Unauthenticated | Error::Forbidden { .. })) => {
                 // Failed credentials spend the caller's anonymous allowance, so guessing is bounded.
-                let ip = super::client_ip::client_ip(parts, &state.config.trusted_proxies)
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "unknown".into());
-                state
-                    .limits
-                    .check("anonymous", &format!("ip:{ip}"), slot.as_ref())?;
+                charge(parts, state, None)?;
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-        // One bucket per API key or login session; customers also count against their daily quota.
-        let bucket_key = match &p.credential {
-            Credential::ApiKey { id, .. } => format!("key:{id}"),
-            Credential::Session { digest } => format!("session:{digest}"),
-        };
-        state
-            .limits
-            .check("authenticated", &bucket_key, slot.as_ref())?;
-        if p.role == Role::Customer {
-            state
-                .limits
-                .count_daily(&p.user_id, &p.plan, slot.as_ref())?;
-        }
+        charge(parts, state, Some(&p))?;
         // Usage counters and the audit log learn the caller here, refused or not.
         if let Some(slot) = parts.extensions.get::<super::accounting::AuthSlot>() {
             let _ = slot.0.set(p.clone());
@@ -219,7 +287,6 @@ impl FromRequestParts<AppState> for Principal {
                 "A read-only API key cannot change anything",
             ));
         }
-        parts.extensions.insert(p.clone());
         Ok(p)
     }
 }
@@ -261,6 +328,11 @@ impl FromRequestParts<AppState> for KeyManager {
                 scope: Scope::Admin,
                 ..
             } => Ok(KeyManager(p)),
+            // API.md: a read-only key makes any GET its owner may make; listings show no secret.
+            Credential::ApiKey {
+                scope: Scope::ReadOnly,
+                ..
+            } if is_read(&parts.method) => Ok(KeyManager(p)),
             Credential::ApiKey { .. } => Err(Error::forbidden(
                 "FORBIDDEN",
                 "API keys are managed with a session or an admin-scoped key",

@@ -12,12 +12,23 @@ pub fn client_ip(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())?;
+    if trusted.is_empty() {
+        return Some(peer);
+    }
+    // Several X-Forwarded-For lines are one list (RFC 9110 §5.3): a proxy that appends its own
+    // line after a client-supplied one must still be read from the right. A line that is not
+    // text poisons the list: fall back to the peer.
+    let mut lines = vec![];
+    for v in parts.headers.get_all("x-forwarded-for") {
+        match v.to_str() {
+            Ok(s) => lines.push(s),
+            Err(_) => return Some(peer),
+        }
+    }
+    let joined = lines.join(",");
     resolve(
         peer,
-        parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok()),
+        (!lines.is_empty()).then_some(joined.as_str()),
         trusted,
     )
 }
@@ -72,6 +83,24 @@ mod tests {
         assert_eq!(
             resolve(peer, spoof, &nets(&["10.0.0.0/8"])),
             Some("203.0.113.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_read_from_the_right() {
+        use axum::http::Request;
+        let mut req = Request::builder()
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 5], 4000))));
+        let (parts, _) = req.into_parts();
+        assert_eq!(
+            client_ip(&parts, &nets(&["10.0.0.0/8"])),
+            Some("203.0.113.9".parse().unwrap()),
+            "the proxy's appended line wins over the client's own"
         );
     }
 }

@@ -62,8 +62,59 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
     }
 }
 
+/// Refuses text that holds U+0000 anywhere in a JSON body (422 naming the field). PostgreSQL
+/// cannot store it in `text` and SQLite would store it as a truncation trap, so no string input
+/// may carry it. In JSON a NUL can only arrive as the escape `\u0000` (raw control characters
+/// are a syntax error), so the common case is one scan of the bytes; only a body that has the
+/// escape is parsed again to name the field.
+pub fn reject_nul_json(bytes: &[u8]) -> Result<(), Error> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(()); // not JSON: the parser reports that
+    };
+    match nul_path(&value, String::new()) {
+        Some(field) => Err(Error::invalid(
+            if field.is_empty() {
+                "body".into()
+            } else {
+                field
+            },
+            "must not contain the NUL character (U+0000)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first string (or object key) in `v` that contains U+0000.
+fn nul_path(v: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_path(x, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(x, here)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Parses JSON bytes into `T` with our error mapping (also used for raw-body handlers).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    reject_nul_json(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end()
@@ -112,6 +163,15 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
+        // `%00` decodes to U+0000, which no text column can hold (see `reject_nul_json`).
+        if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(Error::invalid(
+                name.replace('\0', ""),
+                "must not contain the NUL character (U+0000)",
+            ));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
@@ -142,6 +202,12 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // No id holds U+0000: `%00` in a path segment names nothing.
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && raw.iter().any(|(_, v)| v.contains('\0'))
+        {
+            return Err(Error::no_such("Resource"));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(v)| Path(v))

@@ -5,6 +5,23 @@ pub mod auth;
 pub mod checks;
 pub mod client_ip;
 pub mod extract;
+pub mod listener;
 pub mod pagination;
 pub mod ratelimit;
 pub mod request_id;
+
+/// The `method` of a request as metrics and logs show it: the standard methods by name, anything a client invents as `other`, so a
+/// client cannot add series (every label value must come from a fixed set).
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

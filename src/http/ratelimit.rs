@@ -1,11 +1,14 @@
 //! Rate limits (GCRA, via governor) and the daily quota, per API.md § Rate limits.
 //!
-//! Public routes with their own row (validate, activate, login, support, CRM, newsletter, ask)
-//! are limited here, in a middleware that runs after routing; every other anonymous request
-//! shares a per-IP `anonymous` bucket. Authenticated requests are limited per API key or per
-//! login session by the access extractor (`authenticated`), which also counts the daily quota of
-//! customers. Whoever checks a bucket leaves the figures in a `RateSlot`; the middleware turns
-//! them into `X-RateLimit-*` / `X-Quota-*` headers on the response, whatever its status.
+//! Public routes with their own row (login, register, support, CRM, newsletter, ask) are limited
+//! here, in a middleware that runs after routing. Validate and activate charge their own bucket
+//! in the handler, which holds the parsed key and its digest (`RateContext`): by license key when
+//! the key is known, by client IP otherwise, and always before the database is asked. Every other
+//! request is charged to its caller once its credentials verify (`authenticated`, one bucket per
+//! API key or login session, plus the daily quota of customers), and to a per-IP `anonymous`
+//! bucket otherwise — a header that does not verify buys nothing. Whoever checks a bucket leaves
+//! the figures in a `RateSlot`; the middleware turns them into `X-RateLimit-*` / `X-Quota-*`
+//! headers on the response, whatever its status.
 //!
 //! Limits are per instance: with N instances behind a balancer that spreads a client evenly,
 //! configure each instance with limit/N for the same overall limit.
@@ -15,8 +18,8 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -66,6 +69,7 @@ pub const BUCKETS: &[(&str, Rule)] = &[
     ("activate", Rule::per_minute(10)),
     ("newsletter", Rule::per_minute(5)),
     ("login", Rule::per_minute(10)),
+    ("register", Rule::per_minute(10)),
     ("authenticated", Rule::per_minute(100)),
     ("anonymous", Rule::per_minute(300)),
 ];
@@ -104,6 +108,20 @@ struct Bucket {
     limiter: Limiter,
 }
 
+impl Bucket {
+    fn refusal(&self, retry_after_s: u64) -> Error {
+        Error::TooMany {
+            code: "RATE_LIMITED",
+            message: format!(
+                "Rate limit of {} per {}s exceeded",
+                self.rule.limit,
+                self.rule.period.as_secs()
+            ),
+            retry_after_s,
+        }
+    }
+}
+
 /// What one check found, for the response headers.
 #[derive(Debug, Clone, Copy)]
 pub struct RateInfo {
@@ -112,10 +130,11 @@ pub struct RateInfo {
     pub reset_unix: u64,
 }
 
-/// Filled by whoever checks a bucket or the quota while serving a request.
+/// Filled by whoever checks a bucket or the quota while serving a request (the last check of a
+/// bucket is what the headers show).
 #[derive(Clone, Default)]
 pub struct RateSlot {
-    pub rate: Arc<OnceLock<RateInfo>>,
+    pub rate: Arc<Mutex<Option<RateInfo>>>,
     pub quota: Arc<OnceLock<(u64, u64)>>,
 }
 
@@ -126,6 +145,10 @@ pub struct Limits {
     buckets: HashMap<&'static str, Bucket>,
     /// Customer calls today: user id → (UTC day number, count).
     daily: Mutex<HashMap<String, (i64, u64)>>,
+    /// `bucket\0key` → when its next cell frees, for keys that have spent their allowance; lets
+    /// the hot path refuse before a database lookup (`blocked`). Touched only when a bucket runs
+    /// dry, never on an ordinary check.
+    exhausted: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 fn unix_now() -> u64 {
@@ -160,6 +183,7 @@ impl Limits {
             config,
             buckets,
             daily: Mutex::new(HashMap::new()),
+            exhausted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -176,6 +200,9 @@ impl Limits {
         let (info, verdict) = match b.limiter.check_key(&key.to_string()) {
             Ok(snap) => {
                 let remaining = snap.remaining_burst_capacity();
+                if remaining == 0 {
+                    self.mark_exhausted(bucket, key, Duration::from_secs_f64(per_cell));
+                }
                 let reset = now
                     + (f64::from(b.rule.limit - remaining.min(b.rule.limit)) * per_cell).ceil()
                         as u64;
@@ -190,6 +217,7 @@ impl Limits {
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
+                self.mark_exhausted(bucket, key, wait);
                 let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
                 metrics::counter!("ecosire_rate_limited_total", "bucket" => bucket.to_string())
                     .increment(1);
@@ -199,22 +227,57 @@ impl Limits {
                         remaining: 0,
                         reset_unix: now + retry,
                     },
-                    Err(Error::TooMany {
-                        code: "RATE_LIMITED",
-                        message: format!(
-                            "Rate limit of {} per {}s exceeded",
-                            b.rule.limit,
-                            b.rule.period.as_secs()
-                        ),
-                        retry_after_s: retry,
-                    }),
+                    Err(b.refusal(retry)),
                 )
             }
         };
         if let Some(s) = slot {
-            let _ = s.rate.set(info);
+            *s.rate.lock().expect("rate slot") = Some(info);
         }
         verdict
+    }
+
+    fn mark_exhausted(&self, bucket: &str, key: &str, until_next_cell: Duration) {
+        self.exhausted.lock().expect("exhausted keys").insert(
+            format!("{bucket}\0{key}"),
+            std::time::Instant::now() + until_next_cell,
+        );
+    }
+
+    /// Refuses, without taking a cell, a key that has spent its allowance in `bucket` and has not
+    /// earned a new cell since. The hot path asks this before a database lookup it would do only
+    /// to learn which bucket to charge.
+    pub fn blocked(&self, bucket: &str, key: &str, slot: Option<&RateSlot>) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let until = {
+            let mut map = self.exhausted.lock().expect("exhausted keys");
+            let k = format!("{bucket}\0{key}");
+            match map.get(&k) {
+                Some(t) if *t > std::time::Instant::now() => *t,
+                Some(_) => {
+                    map.remove(&k);
+                    return Ok(());
+                }
+                None => return Ok(()),
+            }
+        };
+        let Some(b) = self.buckets.get(bucket) else {
+            return Ok(());
+        };
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Some(s) = slot {
+            *s.rate.lock().expect("rate slot") = Some(RateInfo {
+                limit: b.rule.limit,
+                remaining: 0,
+                reset_unix: unix_now() + retry,
+            });
+        }
+        metrics::counter!("ecosire_rate_limited_total", "bucket" => bucket.to_string())
+            .increment(1);
+        Err(b.refusal(retry))
     }
 
     /// Counts one call of a customer on `plan` against today's quota.
@@ -261,6 +324,11 @@ impl Limits {
             b.limiter.retain_recent();
             b.limiter.shrink_to_fit();
         }
+        let now = std::time::Instant::now();
+        self.exhausted
+            .lock()
+            .expect("exhausted keys")
+            .retain(|_, t| *t > now);
         let today = (unix_now() / 86_400) as i64;
         self.daily
             .lock()
@@ -287,24 +355,21 @@ fn bucket_for(method: &Method, path: &str) -> Option<&'static str> {
         "/api/licenses/activate" => "activate",
         "/api/newsletter/subscribe" => "newsletter",
         "/api/auth/login" => "login",
+        "/api/auth/register" => "register",
         _ => return None,
     })
 }
 
-fn has_credentials(headers: &HeaderMap) -> bool {
-    headers.contains_key(axum::http::header::AUTHORIZATION)
-        || headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.contains(crate::http::auth::COOKIE_NAME))
-        })
+/// `ip:<address>` for a request, the key of every per-IP bucket.
+fn ip_key(parts: &Parts, state: &AppState) -> String {
+    match super::client_ip::client_ip(parts, &state.config.trusted_proxies) {
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".into(),
+    }
 }
 
-#[derive(serde::Deserialize)]
-struct KeyOnly {
-    key: Option<String>,
-}
-
-/// Checks the public buckets and writes the rate-limit headers on every response.
+/// Checks the public buckets, charges every other request to its verified caller or its IP, and
+/// writes the rate-limit headers on every response.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !state.limits.enabled {
         return next.run(req).await;
@@ -317,58 +382,25 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let ip = super::client_ip::client_ip(&parts, &state.config.trusted_proxies)
-        .map(|i| i.to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let bucket = bucket_for(&parts.method, &path);
-    let mut body = body;
-    let key = match bucket {
-        Some(b @ ("validate" | "activate")) => {
-            // Keyed by license key when the key is known, else by client IP.
-            let bytes: Bytes = match axum::body::to_bytes(body, crate::server::BODY_LIMIT).await {
-                Ok(b) => b,
-                Err(_) => return Error::PayloadTooLarge.into_response(),
-            };
-            let digest = serde_json::from_slice::<KeyOnly>(&bytes)
-                .ok()
-                .and_then(|k| k.key)
-                .and_then(|k| crate::licensing::key::LicenseKey::parse(&k))
-                .map(|k| k.digest());
-            body = Body::from(bytes);
-            let known = match digest {
-                Some(d) => matches!(state.licenses.get(&state.db, &d).await, Ok(Some(_))),
-                None => false,
-            };
-            Some((
-                b,
-                if known {
-                    format!("key:{}", hex::encode(digest.expect("known")))
-                } else {
-                    format!("ip:{ip}")
-                },
-            ))
-        }
+    let verdict = match bucket_for(&parts.method, &path) {
+        // The hot path charges its own bucket once it has parsed the key (`RateContext`).
+        Some("validate" | "activate") => Ok(()),
+        // Per principal once its credentials verify, else per IP.
         Some("ask") => {
-            let who = parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            Some((
-                "ask",
-                match who {
-                    Some(cred) => format!("cred:{}", crate::crypto::sha256_hex(cred.as_bytes())),
-                    None => format!("ip:{ip}"),
-                },
-            ))
+            let key = match super::auth::resolve(&mut parts, &state).await {
+                Ok(Some(p)) => format!("user:{}", p.user_id),
+                _ => ip_key(&parts, &state),
+            };
+            state.limits.check("ask", &key, Some(&slot))
         }
-        Some(b) => Some((b, format!("ip:{ip}"))),
-        // Authenticated calls are limited per key or session by the access extractor.
-        None if !has_credentials(&parts.headers) => Some(("anonymous", format!("ip:{ip}"))),
-        None => None,
-    };
-    let verdict = match &key {
-        Some((b, k)) => state.limits.check(b, k, Some(&slot)),
-        None => Ok(()),
+        Some(b) => state.limits.check(b, &ip_key(&parts, &state), Some(&slot)),
+        None => match super::auth::resolve(&mut parts, &state).await {
+            Ok(p) => super::auth::charge(&mut parts, &state, p.as_ref()),
+            Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
+                super::auth::charge(&mut parts, &state, None)
+            }
+            Err(e) => Err(e),
+        },
     };
     let mut res = match verdict {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
@@ -378,8 +410,44 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     res
 }
 
+/// What a handler that charges its own bucket needs: the client's IP key and the request's slot
+/// for the headers. Never fails.
+pub struct RateContext {
+    pub ip_key: String,
+    slot: Option<RateSlot>,
+}
+
+impl FromRequestParts<AppState> for RateContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RateContext {
+            ip_key: if state.limits.enabled {
+                ip_key(parts, state)
+            } else {
+                String::new()
+            },
+            slot: parts.extensions.get::<RateSlot>().cloned(),
+        })
+    }
+}
+
+impl RateContext {
+    /// Takes one cell from `bucket` for `key`.
+    pub fn check(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
+        limits.check(bucket, key, self.slot.as_ref())
+    }
+    /// Refuses a key known to have spent its allowance, without taking a cell (`Limits::blocked`).
+    pub fn blocked(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
+        limits.blocked(bucket, key, self.slot.as_ref())
+    }
+}
+
 fn write_headers(h: &mut HeaderMap, slot: &RateSlot) {
-    if let Some(r) = slot.rate.get() {
+    if let Some(r) = *slot.rate.lock().expect("rate slot") {
         h.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
         h.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));
         h.insert("x-ratelimit-reset", HeaderValue::from(r.reset_unix));

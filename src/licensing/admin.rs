@@ -112,6 +112,7 @@ pub async fn create_license(
     let product = crate::billing::products::find(&state, &req.product_id)
         .await?
         .ok_or_else(|| Error::invalid("product_id", "no such product"))?;
+    let mut tx = state.db.begin().await?;
     let user_id = match (&req.user_id, &email) {
         (Some(uid), _) => Some(
             crate::accounts::users::find_by_id(&state, uid)
@@ -119,13 +120,11 @@ pub async fn create_license(
                 .ok_or_else(|| Error::invalid("user_id", "no such user"))?
                 .id,
         ),
-        (None, Some(e)) => Some(
-            crate::accounts::users::find_or_create_customer(&state, e)
-                .await?
-                .id,
-        ),
+        (None, Some(e)) => crate::accounts::users::owner_for_email(&mut tx, e).await?,
         (None, None) => None,
     };
+    // Granted to an address whose account may not own it yet: it waits for that address.
+    let granted_email = email.as_deref().filter(|_| user_id.is_none());
     let now = now_ms();
     let expires_at = match req.expires_at {
         Some(t) => Some(t.ms()),
@@ -140,10 +139,10 @@ pub async fn create_license(
         .clone()
         .unwrap_or_else(|| serde_json::json!({}))
         .to_string();
-    let mut tx = state.db.begin().await?;
     let new = NewLicense {
         product_id: &product.id,
         user_id: user_id.as_deref(),
+        granted_email,
         max_activations: req.max_activations.unwrap_or(product.max_activations),
         expires_at,
         entitlements: &entitlements,
@@ -165,6 +164,8 @@ pub async fn create_license(
 pub struct NewLicense<'a> {
     pub product_id: &'a str,
     pub user_id: Option<&'a str>,
+    /// The address it was granted to, while no account may own it (see `owner_for_email`).
+    pub granted_email: Option<&'a str>,
     pub max_activations: i64,
     pub expires_at: Option<i64>,
     pub entitlements: &'a str,
@@ -185,8 +186,8 @@ pub async fn insert_license(
     let now = now_ms();
     let res = sqlx::query(
         "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
-         max_activations, entitlements, metadata, order_id, subscription_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $13)",
+         max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14)",
     )
     .bind(&id)
     .bind(key.digest_hex())
@@ -200,6 +201,7 @@ pub async fn insert_license(
     .bind(n.metadata)
     .bind(n.order_id)
     .bind(n.subscription_id)
+    .bind(n.granted_email)
     .bind(now)
     .execute(&mut **tx)
     .await;
@@ -619,14 +621,15 @@ pub async fn renew_license(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-    Json(req): Json<RenewRequest>,
+    // Read as optional so that a bare POST hears which fields it needs (422), not 415.
+    OptionalJson(req): OptionalJson<RenewRequest>,
 ) -> Result<Json<LicenseEnvelope>> {
     let mut c = Checks::new();
-    c.check(
-        req.expires_at.is_some() != req.extend_days.is_some(),
-        "expires_at",
-        "give exactly one of expires_at or extend_days",
-    );
+    if req.expires_at.is_some() == req.extend_days.is_some() {
+        let why = "give exactly one of expires_at (a new expiry) or extend_days (days to add)";
+        c.push("expires_at", why);
+        c.push("extend_days", why);
+    }
     if let Some(d) = req.extend_days {
         c.range(d, "extend_days", 1, 36_500);
     }

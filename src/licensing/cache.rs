@@ -213,6 +213,17 @@ impl LicenseCache {
         })
     }
 
+    /// What the cache alone knows of this key digest, without asking the database: `None` when
+    /// nothing fresh is cached, `Some(None)` for a key cached as unknown.
+    pub async fn peek(&self, digest: &[u8; 32]) -> Option<Option<Arc<Snapshot>>> {
+        let c = self.cache.get(digest).await?;
+        if !self.fresh(digest, &c) {
+            return None;
+        }
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(c.snap)
+    }
+
     /// The snapshot of the license with this key digest; `None` for an unknown key.
     pub async fn get(&self, db: &Db, digest: &[u8; 32]) -> Result<Option<Arc<Snapshot>>, Error> {
         if let Some(c) = self.cache.get(digest).await {

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::http::checks::Checks;
 use crate::http::extract::Json;
+use crate::http::ratelimit::RateContext;
 use crate::state::AppState;
 use crate::timestamp::now_ms;
 
@@ -64,6 +65,7 @@ fn check_fingerprint(c: &mut Checks, fp: &str) {
     responses((status = 200, body = ValidateResponse), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn validate_license(
     State(state): State<AppState>,
+    rate: RateContext,
     Json(req): Json<ValidateRequest>,
 ) -> Result<Response> {
     let mut c = Checks::new();
@@ -75,10 +77,8 @@ pub async fn validate_license(
     c.string_list(&req.entitlements, "entitlements", 100, 64);
     c.finish()?;
 
-    let snap = match LicenseKey::parse(&req.key) {
-        Some(key) => state.licenses.get(&state.db, &key.digest()).await?,
-        None => None,
-    };
+    let key = LicenseKey::parse(&req.key);
+    let snap = limited_snapshot(&state, &rate, "validate", key.as_ref()).await?;
     let now = now_ms();
     let ask = Ask {
         product: req.product.as_deref(),
@@ -197,6 +197,48 @@ async fn snapshot_for(state: &AppState, key: &str) -> Result<(LicenseKey, Arc<Sn
     Ok((key, snap))
 }
 
+/// The snapshot for `key`, charging the request to `bucket` first (API.md: by license key when
+/// the key is known, by client IP otherwise). A request its bucket refuses never reaches the
+/// database: a cached key is charged from memory; an uncached one is refused outright when its
+/// IP has already spent its allowance on unknown keys, else charged to the key before the lookup
+/// and to the IP as well when the lookup finds nothing.
+async fn limited_snapshot(
+    state: &AppState,
+    rate: &RateContext,
+    bucket: &str,
+    key: Option<&LicenseKey>,
+) -> Result<Option<Arc<Snapshot>>> {
+    let limits = &state.limits;
+    if !limits.enabled {
+        return match key {
+            Some(k) => state.licenses.get(&state.db, &k.digest()).await,
+            None => Ok(None),
+        };
+    }
+    let Some(key) = key else {
+        rate.check(limits, bucket, &rate.ip_key)?;
+        return Ok(None);
+    };
+    let digest = key.digest();
+    let key_bucket = format!("key:{}", hex::encode(digest));
+    if let Some(cached) = state.licenses.peek(&digest).await {
+        let charged_to = if cached.is_some() {
+            &key_bucket
+        } else {
+            &rate.ip_key
+        };
+        rate.check(limits, bucket, charged_to)?;
+        return Ok(cached);
+    }
+    rate.blocked(limits, bucket, &rate.ip_key)?;
+    rate.check(limits, bucket, &key_bucket)?;
+    let snap = state.licenses.get(&state.db, &digest).await?;
+    if snap.is_none() {
+        rate.check(limits, bucket, &rate.ip_key)?;
+    }
+    Ok(snap)
+}
+
 /// The event body of `license.activated` / `license.deactivated`: the activation with its license.
 pub fn activation_event(a: &Activation, license: &License) -> serde_json::Value {
     let mut v = serde_json::to_value(a).expect("serializable");
@@ -216,6 +258,7 @@ pub fn activation_event(a: &Activation, license: &License) -> serde_json::Value 
               (status = 422, body = crate::error::Problem)))]
 pub async fn activate_license(
     State(state): State<AppState>,
+    rate: RateContext,
     Json(req): Json<ActivateRequest>,
 ) -> Result<Response> {
     let mut c = Checks::new();
@@ -224,7 +267,10 @@ pub async fn activate_license(
     c.opt_len(req.platform.as_deref(), "platform", 0, 255);
     c.opt_len(req.hostname.as_deref(), "hostname", 0, 255);
     c.finish()?;
-    let (_key, snap) = snapshot_for(&state, &req.key).await?;
+    let key = LicenseKey::parse(&req.key);
+    let snap = limited_snapshot(&state, &rate, "activate", key.as_ref())
+        .await?
+        .ok_or_else(license_not_found)?;
     let now = now_ms();
     // Cheap refusal from the snapshot before taking the write lock; re-checked under it.
     refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;

@@ -29,9 +29,12 @@ const STATUS_HINT: &str = "must be open, pending, resolved or closed";
 
 const COLUMNS: &str = "id, user_id, email, subject, message, status, created_at, updated_at";
 
-/// The tickets a customer owns: linked to their user, or opened with their account's email.
+/// The tickets a customer owns: linked to their user, or opened with their account's email —
+/// the latter only while the server trusts that address (verified, or an account the server
+/// created); an account anyone registered for `carol@…` must not read Carol's tickets.
 /// `$?` is the user id (used twice, bound once).
-const OWNED_BY: &str = "(user_id = $? OR email = (SELECT u.email FROM users u WHERE u.id = $?))";
+const OWNED_BY: &str = "(user_id = $? OR email = (SELECT u.email FROM users u WHERE u.id = $? \
+                        AND (u.self_registered = 0 OR u.email_verified_at IS NOT NULL)))";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct TicketRow {

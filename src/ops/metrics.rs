@@ -47,11 +47,11 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = crate::http::method_label(req.method());
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("ecosire_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::counter!("ecosire_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.clone()).increment(1);
     metrics::histogram!("ecosire_http_request_duration_seconds", "method" => method, "route" => route, "status" => status).record(elapsed);
     res
 }
