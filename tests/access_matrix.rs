@@ -225,6 +225,9 @@ fn expected(policy: Policy, who: Who, method: &Method) -> Expect {
             Who::AdminReadOnly | Who::AdminScopedKey | Who::Admin => allowed,
             _ => FORBIDDEN,
         },
+        // Any key may list what its owner may see (no secret is listed); changing keys needs a
+        // session or an admin-scoped key.
+        KeyManagement if !write => allowed,
         KeyManagement => match who {
             Who::Customer | Who::OtherCustomer | Who::Admin | Who::AdminScopedKey => allowed,
             _ => FORBIDDEN,

@@ -479,3 +479,172 @@ async fn the_spec_declares_both_security_schemes_and_problem_errors() {
     assert!(validate["422"]["content"]["application/problem+json"].is_object());
     assert!(validate["429"].is_object());
 }
+
+/// A request from `peer` with raw headers (for credentials that are not a bearer token).
+async fn with_headers(
+    app: &TestApp,
+    peer: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> TestResponse {
+    let mut b = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    let mut req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string())),
+        None => b.body(Body::empty()),
+    }
+    .unwrap();
+    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    app.send(req).await
+}
+
+#[tokio::test]
+async fn credentials_that_do_not_verify_are_charged_as_anonymous() {
+    let app = limited_app(|c| {
+        c.limits
+            .rules
+            .insert("anonymous".into(), Rule::per_minute(5));
+        c.limits.rules.insert("ask".into(), Rule::per_minute(3));
+    })
+    .await;
+    // Garbage of every kind: a Basic header, a made-up bearer token, a bare cookie name.
+    let junk = [
+        ("authorization", "Basic eDp5".to_string()),
+        ("authorization", "Bearer not-a-token".to_string()),
+        ("cookie", "ecosire_auth".to_string()),
+        ("cookie", "ecosire_auth=forged".to_string()),
+        ("authorization", "Garbage".to_string()),
+    ];
+    for (i, h) in junk.iter().enumerate() {
+        let r = with_headers(
+            &app,
+            "198.51.100.20",
+            Method::GET,
+            "/api/products",
+            None,
+            std::slice::from_ref(h),
+        )
+        .await;
+        assert_ne!(r.status.as_u16(), 429, "call {i}: {}", r.text);
+    }
+    for h in &junk {
+        with_headers(
+            &app,
+            "198.51.100.20",
+            Method::GET,
+            "/api/products",
+            None,
+            std::slice::from_ref(h),
+        )
+        .await
+        .expect_problem(429, "RATE_LIMITED");
+    }
+    // The ask bucket: a different random header on every call is still one client.
+    for i in 0..3 {
+        let r = with_headers(
+            &app,
+            "198.51.100.21",
+            Method::POST,
+            "/api/ecosire-ai/ask",
+            Some(json!({"question": "How do I rotate an API key?"})),
+            &[("authorization", format!("Bearer random-{i}"))],
+        )
+        .await;
+        assert_ne!(r.status.as_u16(), 429, "{}", r.text);
+    }
+    with_headers(
+        &app,
+        "198.51.100.21",
+        Method::POST,
+        "/api/ecosire-ai/ask",
+        Some(json!({"question": "How do I rotate an API key?"})),
+        &[("authorization", "Bearer random-4".to_string())],
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+    // A verified caller has a bucket of its own, whatever the IP's anonymous allowance.
+    let token = app.admin_token.clone();
+    from_peer(
+        &app,
+        "198.51.100.20",
+        Method::GET,
+        "/api/products",
+        None,
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn registration_has_its_own_per_ip_bucket() {
+    let app = limited_app(|c| {
+        c.limits
+            .rules
+            .insert("register".into(), Rule::per_minute(2));
+    })
+    .await;
+    for i in 0..2 {
+        from_peer(
+            &app,
+            "198.51.100.30",
+            Method::POST,
+            "/api/auth/register",
+            Some(json!({"email": format!("r{i}@example.com"), "password": "password-123", "name": "R"})),
+            None,
+            None,
+        )
+        .await
+        .expect(201);
+    }
+    from_peer(
+        &app,
+        "198.51.100.30",
+        Method::POST,
+        "/api/auth/register",
+        Some(json!({"email": "r9@example.com", "password": "password-123", "name": "R"})),
+        None,
+        None,
+    )
+    .await
+    .expect_problem(429, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn a_client_supplied_forwarded_for_line_does_not_beat_the_proxys() {
+    let app = limited_app(|c| {
+        c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        c.limits.rules.insert("login".into(), Rule::per_minute(3));
+    })
+    .await;
+    let body = json!({"email": "nobody@example.com", "password": "wrong-password"});
+    // The client sends its own X-Forwarded-For line, new each time; the proxy appends a second
+    // line with the address it saw. Only the proxy's line counts.
+    for i in 0..4 {
+        let r = with_headers(
+            &app,
+            "10.0.0.5",
+            Method::POST,
+            "/api/auth/login",
+            Some(body.clone()),
+            &[
+                ("x-forwarded-for", format!("203.0.113.{}", 100 + i)),
+                ("x-forwarded-for", "198.51.100.77".to_string()),
+            ],
+        )
+        .await;
+        if i < 3 {
+            r.expect_problem(401, "INVALID_CREDENTIALS");
+        } else {
+            r.expect_problem(429, "RATE_LIMITED");
+        }
+    }
+}

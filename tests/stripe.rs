@@ -1013,3 +1013,37 @@ async fn events_larger_than_the_usual_body_limit_are_accepted() {
     assert!(ev.to_string().len() > 100 * 1024);
     deliver_expect(&app, &ev, "processed").await;
 }
+
+#[tokio::test]
+async fn a_checkout_for_an_unverified_self_registered_address_grants_to_nobody_yet() {
+    let app = stripe_app().await;
+    let p = app.product(json!({})).await;
+    let pid = p["id"].as_str().unwrap();
+    // Someone registered the buyer's address before the buyer paid.
+    app.post(
+        "/api/auth/register",
+        json!({"email": "hana@example.com", "password": "squatter-pass-1", "name": "Not Hana"}),
+        None,
+    )
+    .await
+    .expect(201);
+    let squatter = app.login("hana@example.com", "squatter-pass-1").await;
+    let ev = event(
+        "checkout.session.completed",
+        session(
+            json!({"productIds": product_ids(&[pid])}),
+            json!({"customer_details": {"email": "hana@example.com", "name": "Hana"}}),
+        ),
+    );
+    deliver_expect(&app, &ev, "processed").await;
+    let all = orders(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["user_id"], Value::Null, "{all:?}");
+    for id in strings(&all[0]["license_ids"]) {
+        assert_eq!(license(&app, &id).await["user_id"], Value::Null);
+    }
+    let mine = app.get("/api/licenses", Some(&squatter)).await;
+    assert_eq!(mine.expect(200)["data"], json!([]));
+    let mine = app.get("/api/orders", Some(&squatter)).await;
+    assert_eq!(mine.expect(200)["data"], json!([]));
+}

@@ -310,7 +310,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// A caller who may manage API keys: a login session, or an admin-scoped key.
+/// A caller who may manage API keys: a login session, or an admin-scoped key (any key may read).
 #[derive(Debug, Clone)]
 pub struct KeyManager(pub Principal);
 
@@ -328,11 +328,9 @@ impl FromRequestParts<AppState> for KeyManager {
                 scope: Scope::Admin,
                 ..
             } => Ok(KeyManager(p)),
-            // API.md: a read-only key makes any GET its owner may make; listings show no secret.
-            Credential::ApiKey {
-                scope: Scope::ReadOnly,
-                ..
-            } if is_read(&parts.method) => Ok(KeyManager(p)),
+            // API.md: a read-only key makes any GET its owner may make, and listings show no
+            // secret; a read-write key may read what a read-only one may. Changes stay refused.
+            Credential::ApiKey { .. } if is_read(&parts.method) => Ok(KeyManager(p)),
             Credential::ApiKey { .. } => Err(Error::forbidden(
                 "FORBIDDEN",
                 "API keys are managed with a session or an admin-scoped key",

@@ -60,6 +60,8 @@ struct ConnState {
     head_started: Option<Instant>,
     /// The last byte read or the last response finished.
     last_activity: Instant,
+    /// The read that waits while a request is served, woken when it ends.
+    reader: Option<std::task::Waker>,
 }
 
 type Shared = Arc<Mutex<ConnState>>;
@@ -108,6 +110,9 @@ impl AsyncRead for Deadline {
             }
             Poll::Pending => {
                 let Some(deadline) = self.deadline() else {
+                    // No deadline while a request is served; when it ends, the deadline starts
+                    // and this read must be polled again to arm it.
+                    self.shared.lock().expect("connection state").reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 };
                 if self.sleep.deadline() != deadline {
@@ -165,9 +170,19 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut s = self.0.lock().expect("connection state");
-        s.in_flight -= 1;
-        s.last_activity = Instant::now();
+        let reader = {
+            let mut s = self.0.lock().expect("connection state");
+            s.in_flight -= 1;
+            s.last_activity = Instant::now();
+            if s.in_flight == 0 {
+                s.reader.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
     }
 }
 
@@ -207,6 +222,7 @@ pub async fn run(
             in_flight: 0,
             head_started: None,
             last_activity: now,
+            reader: None,
         }));
         let io = TokioIo::new(Deadline {
             io: stream,
