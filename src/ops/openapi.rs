@@ -112,6 +112,11 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
                 "INTERNAL_ERROR (the body carries a request id and nothing internal)",
             );
             if op.request_body.is_some() {
+                add(
+                    op,
+                    "408",
+                    "REQUEST_TIMEOUT: the body did not arrive within the request timeout",
+                );
                 add(op, "400", "MALFORMED_JSON");
                 add(op, "413", "PAYLOAD_TOO_LARGE (bodies over 64 KiB)");
                 add(op, "415", "UNSUPPORTED_MEDIA_TYPE (send application/json)");
@@ -134,6 +139,14 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
             }
             if has_params {
                 add(op, "404", "NOT_FOUND");
+            }
+            // Password hashing has a bounded number of slots.
+            if matches!(path.as_str(), "/api/auth/login" | "/api/auth/register") {
+                add(
+                    op,
+                    "503",
+                    "BUSY: every password-hashing slot is taken; retry after Retry-After seconds",
+                );
             }
         }
     }
