@@ -167,7 +167,7 @@ pub fn spawn_background(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        match crate::licensing::hot::reap_silent_activations(&state).await {
+                        match crate::licensing::reaper::reap_silent_activations(&state).await {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(released = n, "released silent activations"),
                             Err(e) => tracing::warn!(error = %e, "heartbeat reaper failed; will retry"),

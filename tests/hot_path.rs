@@ -1186,7 +1186,7 @@ async fn silent_activations_are_released_and_only_those() {
     // Warm the cache: what the reaper does must be visible anyway.
     validate_expect(&app, json!({"key": key, "fingerprint": "silent"}), "VALID").await;
 
-    let released = ecosire::licensing::hot::reap_silent_activations(&app.state)
+    let released = ecosire::licensing::reaper::reap_silent_activations(&app.state)
         .await
         .expect("reap");
     assert_eq!(released, 1);
@@ -1229,7 +1229,7 @@ async fn silent_activations_are_released_and_only_those() {
 
     // Nothing else is silent: a second pass releases nothing.
     assert_eq!(
-        ecosire::licensing::hot::reap_silent_activations(&app.state)
+        ecosire::licensing::reaper::reap_silent_activations(&app.state)
             .await
             .expect("reap"),
         0
@@ -1250,7 +1250,7 @@ async fn a_heartbeat_keeps_the_seat() {
     .await
     .expect(200);
     assert_eq!(
-        ecosire::licensing::hot::reap_silent_activations(&app.state)
+        ecosire::licensing::reaper::reap_silent_activations(&app.state)
             .await
             .expect("reap"),
         0
@@ -1262,7 +1262,7 @@ async fn a_heartbeat_keeps_the_seat() {
     validate_expect(&app, json!({"key": key, "fingerprint": "fp-1"}), "VALID").await;
     app.activate(&key, "fp-1").await.expect(200);
     assert_eq!(
-        ecosire::licensing::hot::reap_silent_activations(&app.state)
+        ecosire::licensing::reaper::reap_silent_activations(&app.state)
             .await
             .expect("reap"),
         0
@@ -1270,7 +1270,7 @@ async fn a_heartbeat_keeps_the_seat() {
     set_last_heartbeat(&app, &id, "fp-1", now_ms() - 600_000).await;
     validate_expect(&app, json!({"key": key, "fingerprint": "fp-1"}), "VALID").await;
     assert_eq!(
-        ecosire::licensing::hot::reap_silent_activations(&app.state)
+        ecosire::licensing::reaper::reap_silent_activations(&app.state)
             .await
             .expect("reap"),
         1

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::http::extract::{Json, RawBody};
 use crate::licensing::admin::{NewLicense, insert_license};
+use crate::licensing::lifecycle::{self, Change};
 use crate::licensing::model::{LICENSE_COLUMNS, LicenseRow, LicenseStatus};
 use crate::state::AppState;
 use crate::timestamp::now_ms;
@@ -145,7 +146,7 @@ pub async fn receive_stripe_event(
         "customer.subscription.deleted" => {
             subscription_changed(&state, &mut tx, object, true).await
         }
-        "charge.refunded" => charge_refunded(&mut tx, object).await,
+        "charge.refunded" => charge_refunded(&state, &mut tx, object).await,
         "payment_intent.payment_failed" => payment_failed(&mut tx, object).await,
         _ => Err(unusable(format!("event type {kind} is not handled"))),
     };
@@ -449,38 +450,21 @@ async fn licenses_where(
         .await?)
 }
 
-/// Sets a license's status and expiry inside `tx` and emits `kind`.
+/// Changes a license through the one writer of license state, recording what to invalidate and
+/// report when something did change.
 async fn change_license(
+    state: &AppState,
     tx: &mut Tx,
     row: &LicenseRow,
-    status: LicenseStatus,
-    expires_at: Option<i64>,
-    kind: &str,
+    change: Change,
     fx: &mut Effects,
 ) -> Result<(), Failure> {
-    let now = now_ms();
-    sqlx::query("UPDATE licenses SET status = $2, expires_at = $3, updated_at = $4 WHERE id = $1")
-        .bind(&row.id)
-        .bind(status.as_str())
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    let count = crate::licensing::store::count_activations(&mut **tx, &row.id).await?;
-    let updated = LicenseRow {
-        status: status.as_str().into(),
-        expires_at,
-        updated_at: now,
-        ..row.clone()
-    };
-    events::emit(
-        tx,
-        kind,
-        serde_json::to_value(updated.view(count, None)).expect("json"),
-    )
-    .await?;
-    fx.digests.push(row.key_digest.clone());
-    fx.license_ids.push(row.id.clone());
+    let applied =
+        lifecycle::apply(tx, &state.keys.data, row, change, serde_json::json!({})).await?;
+    if applied.event.is_some() {
+        fx.digests.extend(applied.digests);
+        fx.license_ids.push(row.id.clone());
+    }
     Ok(())
 }
 
@@ -490,7 +474,7 @@ fn invoice_subscription(inv: &Value) -> Option<String> {
         .or_else(|| id_of(&inv["subscription"]))
 }
 
-async fn invoice_paid(_state: &AppState, tx: &mut Tx, inv: &Value) -> Result<Effects, Failure> {
+async fn invoice_paid(state: &AppState, tx: &mut Tx, inv: &Value) -> Result<Effects, Failure> {
     let sub =
         invoice_subscription(inv).ok_or_else(|| unusable("the invoice names no subscription"))?;
     let period_end = inv["lines"]["data"]
@@ -515,21 +499,17 @@ async fn invoice_paid(_state: &AppState, tx: &mut Tx, inv: &Value) -> Result<Eff
         {
             continue;
         }
-        change_license(
-            tx,
-            &row,
-            row.status(),
-            Some(period_end),
-            "license.renewed",
-            &mut fx,
-        )
-        .await?;
+        let change = Change::Follow {
+            status: row.status(),
+            expires_at: Some(period_end),
+        };
+        change_license(state, tx, &row, change, &mut fx).await?;
     }
     Ok(fx)
 }
 
 async fn subscription_changed(
-    _state: &AppState,
+    state: &AppState,
     tx: &mut Tx,
     sub: &Value,
     deleted: bool,
@@ -572,28 +552,27 @@ async fn subscription_changed(
         return Ok(fx);
     };
     for row in licenses_where(tx, "subscription_id", &subscription_id).await? {
-        let cur = row.status();
-        if cur == LicenseStatus::Revoked {
-            continue;
-        }
+        // An active subscription extends a license to its period end, never shortens it.
         let expires_at = match (target, period_end) {
             (LicenseStatus::Active, Some(end)) if row.expires_at.is_some_and(|e| e < end) => {
                 Some(end)
             }
             _ => row.expires_at,
         };
-        let kind = match (cur, target) {
-            (LicenseStatus::Suspended, LicenseStatus::Active) => "license.reinstated",
-            (LicenseStatus::Active, LicenseStatus::Suspended) => "license.suspended",
-            _ if expires_at != row.expires_at => "license.renewed",
-            _ => continue,
+        let change = Change::Follow {
+            status: target,
+            expires_at,
         };
-        change_license(tx, &row, target, expires_at, kind, &mut fx).await?;
+        change_license(state, tx, &row, change, &mut fx).await?;
     }
     Ok(fx)
 }
 
-async fn charge_refunded(tx: &mut Tx, charge: &Value) -> Result<Effects, Failure> {
+async fn charge_refunded(
+    state: &AppState,
+    tx: &mut Tx,
+    charge: &Value,
+) -> Result<Effects, Failure> {
     let pi = id_of(&charge["payment_intent"])
         .ok_or_else(|| unusable("the charge names no payment_intent"))?;
     let order: Option<(String, Option<String>)> = sqlx::query_as(
@@ -629,15 +608,7 @@ async fn charge_refunded(tx: &mut Tx, charge: &Value) -> Result<Effects, Failure
     }
     for row in licenses_where(tx, "order_id", &order_id).await? {
         if row.status() != LicenseStatus::Revoked {
-            change_license(
-                tx,
-                &row,
-                LicenseStatus::Revoked,
-                row.expires_at,
-                "license.revoked",
-                &mut fx,
-            )
-            .await?;
+            change_license(state, tx, &row, Change::Revoke, &mut fx).await?;
         }
     }
     Ok(fx)

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::hot::remove_activation;
 use super::key::LicenseKey;
+use super::lifecycle::{self, Change};
 use super::model::{Activation, LICENSE_COLUMNS, License, LicenseRow, LicenseStatus};
 use super::store;
 use crate::crypto::new_id;
@@ -418,7 +418,9 @@ pub async fn delete_activation(
     let a = store::activation_by_id(&mut *tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("Activation"))?;
-    remove_activation(&state, tx, &row, a, None).await?;
+    lifecycle::release_seat(&mut tx, &row, a, None).await?;
+    tx.commit().await?;
+    state.licenses.changed(&state.db, &row.key_digest).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,92 +443,26 @@ pub struct RenewRequest {
     pub extend_days: Option<i64>,
 }
 
-/// What a lifecycle action changes.
-struct Change {
-    status: LicenseStatus,
-    expires_at: Option<i64>,
-    new_key: Option<LicenseKey>,
-    /// `None`: nothing changed (idempotent repeat), no event.
-    event: Option<&'static str>,
-}
-
-/// Runs one lifecycle action under the license's write lock: update, event, commit, invalidate.
+/// Runs one lifecycle action under the license's write lock: the change (`lifecycle`), commit,
+/// invalidate, and the license as admins see it.
 async fn transition(
     state: &AppState,
     id: &str,
+    change: Change,
     extra: serde_json::Value,
-    decide: impl FnOnce(&LicenseRow) -> Result<Change>,
 ) -> Result<Json<LicenseEnvelope>> {
     let mut tx = state.db.begin_license_write(id).await?;
     let cur = store::license_by_id(&mut *tx, id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
-    let change = decide(&cur)?;
-    let now = now_ms();
-    let (digest, sealed, last4) = match &change.new_key {
-        Some(k) => (
-            k.digest_hex(),
-            state.keys.data.seal(k.as_str().as_bytes(), &cur.id),
-            k.last4(),
-        ),
-        None => (
-            cur.key_digest.clone(),
-            cur.key_sealed.clone(),
-            cur.key_last4.clone(),
-        ),
-    };
-    if change.event.is_some() {
-        sqlx::query(
-            "UPDATE licenses SET status = $2, expires_at = $3, key_digest = $4, key_sealed = $5, key_last4 = $6, updated_at = $7 WHERE id = $1",
-        )
-        .bind(&cur.id)
-        .bind(change.status.as_str())
-        .bind(change.expires_at)
-        .bind(&digest)
-        .bind(&sealed)
-        .bind(&last4)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let row = store::license_by_id(&mut *tx, id)
-        .await?
-        .ok_or_else(|| Error::no_such("License"))?;
-    let n = store::count_activations(&mut *tx, id).await?;
-    if let Some(kind) = change.event {
-        let mut body = serde_json::to_value(row.view(n, None)).expect("json");
-        if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            obj.extend(extra.clone());
-        }
-        let event_id = events::emit(&mut tx, kind, body).await?;
-        if let Some(k) = &change.new_key {
-            events::attach_key(&mut tx, &state.keys.data, &event_id, k.as_str()).await?;
-        }
-    }
+    let applied = lifecycle::apply(&mut tx, &state.keys.data, &cur, change, extra).await?;
     tx.commit().await?;
-    state.licenses.changed(&state.db, &cur.key_digest).await;
-    if digest != cur.key_digest {
-        state.licenses.changed(&state.db, &digest).await;
+    for digest in &applied.digests {
+        state.licenses.changed(&state.db, digest).await;
     }
     Ok(Json(LicenseEnvelope {
-        license: full_view(state, &row, n)?,
+        license: full_view(state, &applied.row, applied.activations)?,
     }))
-}
-
-fn revoked_is_final() -> Error {
-    Error::conflict(
-        "LICENSE_REVOKED",
-        "The license is revoked; revocation is final",
-    )
-}
-
-fn same(cur: &LicenseRow) -> Change {
-    Change {
-        status: cur.status(),
-        expires_at: cur.expires_at,
-        new_key: None,
-        event: None,
-    }
 }
 
 /// Revokes a license for good (admin). Emits `license.revoked`.
@@ -546,18 +482,8 @@ pub async fn revoke_license(
     transition(
         &state,
         &id,
+        Change::Revoke,
         serde_json::json!({ "reason": reason }),
-        |cur| {
-            if cur.status() == LicenseStatus::Revoked {
-                return Ok(same(cur));
-            }
-            Ok(Change {
-                status: LicenseStatus::Revoked,
-                expires_at: cur.expires_at,
-                new_key: None,
-                event: Some("license.revoked"),
-            })
-        },
     )
     .await
 }
@@ -572,19 +498,7 @@ pub async fn suspend_license(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>> {
-    transition(&state, &id, serde_json::json!({}), |cur| {
-        match cur.status() {
-            LicenseStatus::Revoked => Err(revoked_is_final()),
-            LicenseStatus::Suspended => Ok(same(cur)),
-            LicenseStatus::Active => Ok(Change {
-                status: LicenseStatus::Suspended,
-                expires_at: cur.expires_at,
-                new_key: None,
-                event: Some("license.suspended"),
-            }),
-        }
-    })
-    .await
+    transition(&state, &id, Change::Suspend, serde_json::json!({})).await
 }
 
 /// Reinstates a suspended license (admin). Emits `license.reinstated`.
@@ -597,19 +511,7 @@ pub async fn reinstate_license(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>> {
-    transition(&state, &id, serde_json::json!({}), |cur| {
-        match cur.status() {
-            LicenseStatus::Revoked => Err(revoked_is_final()),
-            LicenseStatus::Active => Ok(same(cur)),
-            LicenseStatus::Suspended => Ok(Change {
-                status: LicenseStatus::Active,
-                expires_at: cur.expires_at,
-                new_key: None,
-                event: Some("license.reinstated"),
-            }),
-        }
-    })
-    .await
+    transition(&state, &id, Change::Reinstate, serde_json::json!({})).await
 }
 
 /// Renews a license to `expires_at`, or by `extend_days` from the later of now and its expiry (admin).
@@ -634,30 +536,15 @@ pub async fn renew_license(
         c.range(d, "extend_days", 1, 36_500);
     }
     c.finish()?;
-    let now = now_ms();
-    transition(&state, &id, serde_json::json!({}), |cur| {
-        if cur.status() == LicenseStatus::Revoked {
-            return Err(revoked_is_final());
-        }
-        let expires_at = match (req.expires_at, req.extend_days) {
-            (Some(t), _) => t.ms(),
-            (None, Some(d)) => cur.expires_at.unwrap_or(now).max(now) + d * DAY_MS,
-            (None, None) => unreachable!("checked above"),
-        };
-        if expires_at > crate::timestamp::MAX_MS {
-            return Err(Error::invalid(
-                "extend_days",
-                "would move the expiry past 9999-12-31",
-            ));
-        }
-        Ok(Change {
-            status: cur.status(),
-            expires_at: Some(expires_at),
-            new_key: None,
-            event: Some("license.renewed"),
-        })
-    })
-    .await
+    let change = match (req.expires_at, req.extend_days) {
+        (Some(t), _) => Change::Renew { expires_at: t.ms() },
+        (None, Some(days)) => Change::Extend {
+            days,
+            now: now_ms(),
+        },
+        (None, None) => unreachable!("checked above"),
+    };
+    transition(&state, &id, change, serde_json::json!({})).await
 }
 
 /// Gives a license a new key; the old key stops working at once (admin).
@@ -670,16 +557,5 @@ pub async fn reissue_license(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>> {
-    transition(&state, &id, serde_json::json!({}), |cur| {
-        if cur.status() == LicenseStatus::Revoked {
-            return Err(revoked_is_final());
-        }
-        Ok(Change {
-            status: cur.status(),
-            expires_at: cur.expires_at,
-            new_key: Some(LicenseKey::generate()),
-            event: Some("license.reissued"),
-        })
-    })
-    .await
+    transition(&state, &id, Change::Reissue, serde_json::json!({})).await
 }

@@ -73,6 +73,20 @@ pub fn is_expired(expires_at_ms: Option<i64>, now_ms: i64) -> bool {
     expires_at_ms.is_some_and(|e| e <= now_ms)
 }
 
+/// Whether a license may be used at all now (what activate and heartbeat ask): `Revoked`,
+/// `Suspended`, `Expired` or `Valid`, by the same rules and order as `decide`.
+pub fn usability(status: LicenseStatus, expires_at_ms: Option<i64>, now_ms: i64) -> Code {
+    let state = LicenseState {
+        status,
+        expires_at_ms,
+        product_id: String::new(),
+        product_slug: String::new(),
+        entitlements: vec![],
+        fingerprints: vec![],
+    };
+    decide(Some(&state), &Ask::default(), now_ms)
+}
+
 /// The first code that applies, in API.md's order.
 pub fn decide(license: Option<&LicenseState>, ask: &Ask<'_>, now_ms: i64) -> Code {
     let Some(l) = license else {

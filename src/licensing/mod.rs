@@ -1,15 +1,19 @@
-//! Licensing: the hot path (validate, activate, …), signed tokens, the snapshot cache, and the
-//! admin side of licenses.
+//! Licensing: the read path (`validate`), the key holder's write path (`activate`), every state
+//! change (`lifecycle`, the one writer), the pure decision (`decide`), signed tokens, the snapshot
+//! cache, the heartbeat `reaper`, and license administration (`admin`).
 
+pub mod activate;
 pub mod admin;
 pub mod cache;
 pub mod decide;
-pub mod hot;
 pub mod key;
 pub mod keyring;
+pub mod lifecycle;
 pub mod model;
+pub mod reaper;
 pub mod store;
 pub mod token;
+pub mod validate;
 
 use axum::extract::State;
 use axum::http::header;
@@ -20,11 +24,11 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(hot::validate_license))
-        .routes(routes!(hot::activate_license))
-        .routes(routes!(hot::deactivate_license))
-        .routes(routes!(hot::heartbeat_license))
-        .routes(routes!(hot::list_own_activations))
+        .routes(routes!(validate::validate_license))
+        .routes(routes!(activate::activate_license))
+        .routes(routes!(activate::deactivate_license))
+        .routes(routes!(activate::heartbeat_license))
+        .routes(routes!(validate::list_own_activations))
         .routes(routes!(jwks))
         .routes(routes!(well_known_jwks))
         .routes(routes!(admin::create_license, admin::list_licenses))

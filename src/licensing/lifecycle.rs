@@ -1,0 +1,473 @@
+//! Every change to a license's state has one writer: this module.
+//!
+//! Admin actions, Stripe events, the heartbeat reaper and the hot path describe what they want
+//! (`Change`, a seat taken, a seat released); the functions here check it against the rules,
+//! write it inside the caller's transaction, emit its event into the outbox and return the new
+//! row. The caller commits and only then invalidates the digests it is handed: invalidating
+//! before the commit would let a concurrent load cache the old state.
+
+use serde_json::Value;
+
+use super::decide::{self, Code};
+use super::key::LicenseKey;
+use super::model::{Activation, ActivationRow, License, LicenseRow, LicenseStatus};
+use super::store;
+use crate::crypto::{DataKey, new_id};
+use crate::db::Tx;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::timestamp::now_ms;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A change to a license's status, expiry or key.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// For good: nothing changes a revoked license again.
+    Revoke,
+    Suspend,
+    Reinstate,
+    /// A new expiry (announced even when equal: the admin asked for a renewal).
+    Renew {
+        expires_at: i64,
+    },
+    /// `days` more, counted from the later of now and the current expiry (API.md's `renew`).
+    Extend {
+        days: i64,
+        now: i64,
+    },
+    /// A new key; the old one stops at once.
+    Reissue,
+    /// What a subscription says the license should be: status and period end together, with
+    /// the event that describes the difference (nothing when there is none). A revoked license
+    /// stays revoked.
+    Follow {
+        status: LicenseStatus,
+        expires_at: Option<i64>,
+    },
+}
+
+/// What `apply` will write: the rules of the lifecycle, without I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    status: LicenseStatus,
+    expires_at: Option<i64>,
+    new_key: bool,
+    /// `None`: nothing changes (an idempotent repeat), and nothing is written or announced.
+    event: Option<&'static str>,
+}
+
+fn revoked_is_final() -> Error {
+    Error::conflict(
+        "LICENSE_REVOKED",
+        "The license is revoked; revocation is final",
+    )
+}
+
+fn plan(cur: &LicenseRow, change: &Change) -> Result<Plan> {
+    let status = cur.status();
+    let same = Plan {
+        status,
+        expires_at: cur.expires_at,
+        new_key: false,
+        event: None,
+    };
+    if status == LicenseStatus::Revoked {
+        return match change {
+            Change::Revoke | Change::Follow { .. } => Ok(same),
+            _ => Err(revoked_is_final()),
+        };
+    }
+    let to = |status, event| Plan {
+        status,
+        event: Some(event),
+        ..same.clone()
+    };
+    Ok(match *change {
+        Change::Revoke => to(LicenseStatus::Revoked, "license.revoked"),
+        Change::Suspend if status == LicenseStatus::Suspended => same,
+        Change::Suspend => to(LicenseStatus::Suspended, "license.suspended"),
+        Change::Reinstate if status == LicenseStatus::Active => same,
+        Change::Reinstate => to(LicenseStatus::Active, "license.reinstated"),
+        Change::Renew { expires_at } => Plan {
+            expires_at: Some(expires_at),
+            ..to(status, "license.renewed")
+        },
+        Change::Extend { days, now } => {
+            let expires_at = cur.expires_at.unwrap_or(now).max(now) + days * DAY_MS;
+            if expires_at > crate::timestamp::MAX_MS {
+                return Err(Error::invalid(
+                    "extend_days",
+                    "would move the expiry past 9999-12-31",
+                ));
+            }
+            Plan {
+                expires_at: Some(expires_at),
+                ..to(status, "license.renewed")
+            }
+        }
+        Change::Reissue => Plan {
+            new_key: true,
+            ..to(status, "license.reissued")
+        },
+        Change::Follow {
+            status: target,
+            expires_at,
+        } => {
+            let event = match (status, target) {
+                (LicenseStatus::Suspended, LicenseStatus::Active) => Some("license.reinstated"),
+                (LicenseStatus::Active, LicenseStatus::Suspended) => Some("license.suspended"),
+                _ if expires_at != cur.expires_at => Some("license.renewed"),
+                _ => None,
+            };
+            Plan {
+                status: if event.is_some() { target } else { status },
+                expires_at,
+                new_key: false,
+                event,
+            }
+        }
+    })
+}
+
+/// The outcome of a change, for the caller to answer with and to invalidate after commit.
+#[derive(Debug)]
+pub struct Applied {
+    pub row: LicenseRow,
+    pub activations: i64,
+    /// The event announced, if anything changed.
+    pub event: Option<&'static str>,
+    /// Key digests whose cached snapshots are stale once the transaction commits.
+    pub digests: Vec<String>,
+}
+
+/// Applies `change` to `cur` (read under the license's write lock in `tx`): checks the rules,
+/// writes, and emits the event with `extra` merged into its body. Errors: 409 `LICENSE_REVOKED`.
+pub async fn apply(
+    tx: &mut Tx,
+    data_key: &DataKey,
+    cur: &LicenseRow,
+    change: Change,
+    extra: Value,
+) -> Result<Applied> {
+    let plan = plan(cur, &change)?;
+    let Some(event) = plan.event else {
+        return Ok(Applied {
+            activations: store::count_activations(&mut **tx, &cur.id).await?,
+            row: cur.clone(),
+            event: None,
+            digests: vec![],
+        });
+    };
+    let new_key = plan.new_key.then(LicenseKey::generate);
+    let (digest, sealed, last4) = match &new_key {
+        Some(k) => (
+            k.digest_hex(),
+            data_key.seal(k.as_str().as_bytes(), &cur.id),
+            k.last4(),
+        ),
+        None => (
+            cur.key_digest.clone(),
+            cur.key_sealed.clone(),
+            cur.key_last4.clone(),
+        ),
+    };
+    sqlx::query(
+        "UPDATE licenses SET status = $2, expires_at = $3, key_digest = $4, key_sealed = $5, key_last4 = $6, updated_at = $7 WHERE id = $1",
+    )
+    .bind(&cur.id)
+    .bind(plan.status.as_str())
+    .bind(plan.expires_at)
+    .bind(&digest)
+    .bind(&sealed)
+    .bind(&last4)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    let row = store::license_by_id(&mut **tx, &cur.id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    let activations = store::count_activations(&mut **tx, &cur.id).await?;
+    let mut body = serde_json::to_value(row.view(activations, None)).expect("json");
+    if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    let event_id = events::emit(tx, event, body).await?;
+    if let Some(k) = &new_key {
+        // The outbox keeps the key sealed only: the dispatcher opens it into the body it sends.
+        events::attach_key(tx, data_key, &event_id, k.as_str()).await?;
+    }
+    let mut digests = vec![cur.key_digest.clone()];
+    if digest != cur.key_digest {
+        digests.push(digest);
+    }
+    Ok(Applied {
+        row,
+        activations,
+        event: Some(event),
+        digests,
+    })
+}
+
+/// Refuses a license that may not be used now, from the same decision validate makes: 403
+/// `LICENSE_REVOKED`, `LICENSE_SUSPENDED` or `LICENSE_EXPIRED`.
+pub fn refuse_unusable(status: LicenseStatus, expires_at: Option<i64>, now: i64) -> Result<()> {
+    let (code, message) = match decide::usability(status, expires_at, now) {
+        Code::Revoked => ("LICENSE_REVOKED", "The license has been revoked"),
+        Code::Suspended => ("LICENSE_SUSPENDED", "The license is suspended"),
+        Code::Expired => ("LICENSE_EXPIRED", "The license has expired"),
+        _ => return Ok(()),
+    };
+    Err(Error::forbidden(code, message))
+}
+
+/// The device asking for a seat.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub fingerprint: String,
+    pub name: Option<String>,
+    pub platform: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// The event body of `license.activated` / `license.deactivated`: the activation with its license.
+pub fn activation_event(a: &Activation, license: &License) -> Value {
+    let mut v = serde_json::to_value(a).expect("serializable");
+    v["license"] = serde_json::to_value(license).expect("serializable");
+    v
+}
+
+/// A seat taken: `created` is false when the device already held one (then only its heartbeat
+/// is refreshed, and nothing is announced).
+#[derive(Debug)]
+pub struct Seat {
+    pub created: bool,
+    pub activation: ActivationRow,
+    pub license: License,
+}
+
+/// Gives `device` a seat of `row` (read under the license's write lock in `tx`), or confirms the
+/// one it has. Errors: 403 when the license may not be used, 409 `ACTIVATION_LIMIT_REACHED`.
+pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) -> Result<Seat> {
+    refuse_unusable(row.status(), row.expires_at, now)?;
+    if let Some(existing) =
+        store::activation_by_fingerprint(&mut **tx, &row.id, &device.fingerprint).await?
+    {
+        // Re-activating the same device confirms it is alive.
+        sqlx::query("UPDATE activations SET last_heartbeat_at = $2 WHERE id = $1")
+            .bind(&existing.id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        let count = store::count_activations(&mut **tx, &row.id).await?;
+        return Ok(Seat {
+            created: false,
+            activation: ActivationRow {
+                last_heartbeat_at: now,
+                ..existing
+            },
+            license: row.view(count, None),
+        });
+    }
+    let count = store::count_activations(&mut **tx, &row.id).await?;
+    if count >= row.max_activations {
+        return Err(Error::conflict(
+            "ACTIVATION_LIMIT_REACHED",
+            format!(
+                "All {} seats of this license are in use; deactivate a device first",
+                row.max_activations
+            ),
+        ));
+    }
+    let a = ActivationRow {
+        id: new_id("act"),
+        license_id: row.id.clone(),
+        fingerprint: device.fingerprint,
+        name: device.name,
+        platform: device.platform,
+        hostname: device.hostname,
+        created_at: now,
+        last_heartbeat_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO activations (id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&a.id)
+    .bind(&a.license_id)
+    .bind(&a.fingerprint)
+    .bind(&a.name)
+    .bind(&a.platform)
+    .bind(&a.hostname)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let license = row.view(count + 1, None);
+    let activation: Activation = a.clone().into();
+    metrics::counter!("ecosire_activations_total").increment(1);
+    events::emit(
+        tx,
+        "license.activated",
+        activation_event(&activation, &license),
+    )
+    .await?;
+    Ok(Seat {
+        created: true,
+        activation: a,
+        license,
+    })
+}
+
+/// Frees the seat `a` of `row` inside `tx` (which holds the license's write lock) and emits
+/// `license.deactivated`. `silent_before` is the reaper's guard: the seat is freed only if its
+/// device has been silent since then, so a heartbeat racing the reaper wins. False when nothing
+/// was freed.
+pub async fn release_seat(
+    tx: &mut Tx,
+    row: &LicenseRow,
+    a: ActivationRow,
+    silent_before: Option<i64>,
+) -> Result<bool> {
+    let deleted = sqlx::query("DELETE FROM activations WHERE id = $1 AND last_heartbeat_at < $2")
+        .bind(&a.id)
+        .bind(silent_before.unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Ok(false);
+    }
+    let count = store::count_activations(&mut **tx, &row.id).await?;
+    let license = row.view(count, None);
+    events::emit(
+        tx,
+        "license.deactivated",
+        activation_event(&a.into(), &license),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: &str, expires_at: Option<i64>) -> LicenseRow {
+        LicenseRow {
+            id: "lic_1".into(),
+            key_digest: "d".into(),
+            key_sealed: "s".into(),
+            key_last4: "ABCD".into(),
+            product_id: "prd_1".into(),
+            user_id: None,
+            status: status.into(),
+            expires_at,
+            max_activations: 1,
+            entitlements: "[]".into(),
+            metadata: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn event(cur: &LicenseRow, change: Change) -> Option<&'static str> {
+        plan(cur, &change).unwrap().event
+    }
+
+    #[test]
+    fn revocation_is_final_and_repeats_are_quiet() {
+        let revoked = row("revoked", None);
+        for change in [
+            Change::Suspend,
+            Change::Reinstate,
+            Change::Reissue,
+            Change::Renew { expires_at: 5 },
+            Change::Extend { days: 1, now: 0 },
+        ] {
+            let e = plan(&revoked, &change).unwrap_err();
+            assert_eq!(e.code(), "LICENSE_REVOKED");
+            assert_eq!(e.status_code(), 409);
+        }
+        assert_eq!(event(&revoked, Change::Revoke), None);
+        let follow = Change::Follow {
+            status: LicenseStatus::Active,
+            expires_at: Some(9),
+        };
+        assert_eq!(
+            event(&revoked, follow),
+            None,
+            "a subscription cannot revive it"
+        );
+        let active = row("active", None);
+        assert_eq!(event(&active, Change::Reinstate), None);
+        assert_eq!(event(&active, Change::Suspend), Some("license.suspended"));
+        assert_eq!(event(&row("suspended", None), Change::Suspend), None);
+        assert_eq!(event(&active, Change::Revoke), Some("license.revoked"));
+    }
+
+    #[test]
+    fn extending_counts_from_the_later_of_now_and_the_expiry() {
+        let day = DAY_MS;
+        let p = |cur: Option<i64>, now| {
+            plan(&row("active", cur), &Change::Extend { days: 2, now })
+                .unwrap()
+                .expires_at
+        };
+        assert_eq!(p(Some(10 * day), day), Some(12 * day), "from the expiry");
+        assert_eq!(
+            p(Some(day), 10 * day),
+            Some(12 * day),
+            "from now, when expired"
+        );
+        assert_eq!(
+            p(None, 10 * day),
+            Some(12 * day),
+            "from now, without expiry"
+        );
+        let far = plan(
+            &row("active", Some(crate::timestamp::MAX_MS)),
+            &Change::Extend { days: 1, now: 0 },
+        );
+        assert_eq!(far.unwrap_err().code(), "VALIDATION_FAILED");
+    }
+
+    #[test]
+    fn a_subscription_is_followed_with_the_event_that_describes_the_difference() {
+        let follow = |status, expires_at| Change::Follow { status, expires_at };
+        let active = row("active", Some(10));
+        let suspended = row("suspended", Some(10));
+        assert_eq!(
+            event(&suspended, follow(LicenseStatus::Active, Some(20))),
+            Some("license.reinstated")
+        );
+        assert_eq!(
+            event(&active, follow(LicenseStatus::Suspended, Some(10))),
+            Some("license.suspended")
+        );
+        assert_eq!(
+            event(&active, follow(LicenseStatus::Active, Some(20))),
+            Some("license.renewed")
+        );
+        assert_eq!(
+            event(&active, follow(LicenseStatus::Active, Some(10))),
+            None
+        );
+        let p = plan(&active, &follow(LicenseStatus::Active, Some(20))).unwrap();
+        assert_eq!((p.status, p.expires_at), (LicenseStatus::Active, Some(20)));
+    }
+
+    #[test]
+    fn unusable_licenses_are_refused_with_the_codes_validate_uses() {
+        let code = |s, e| {
+            refuse_unusable(s, e, 100)
+                .err()
+                .map(|e| e.code())
+                .unwrap_or("OK")
+        };
+        assert_eq!(code(LicenseStatus::Revoked, None), "LICENSE_REVOKED");
+        assert_eq!(code(LicenseStatus::Suspended, None), "LICENSE_SUSPENDED");
+        assert_eq!(code(LicenseStatus::Active, Some(100)), "LICENSE_EXPIRED");
+        assert_eq!(code(LicenseStatus::Active, Some(101)), "OK");
+        assert_eq!(code(LicenseStatus::Active, None), "OK");
+    }
+}
