@@ -265,6 +265,30 @@ impl IntoResponse for Error {
     }
 }
 
+/// Turns the constraint violations of a write into the caller's answer (API design rule: insert,
+/// then map the violation; never pre-check and race). Anything else stays a database error.
+pub trait ResultExt<T> {
+    /// On a unique-constraint violation, answers `f()` instead.
+    fn on_unique(self, f: impl FnOnce() -> Result<T>) -> Result<T>;
+    /// On a foreign-key violation, answers `f()` instead.
+    fn on_foreign_key(self, f: impl FnOnce() -> Result<T>) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn on_unique(self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match self {
+            Err(e) if is_unique_violation(&e) => f(),
+            other => Ok(other?),
+        }
+    }
+    fn on_foreign_key(self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match self {
+            Err(e) if is_foreign_key_violation(&e) => f(),
+            other => Ok(other?),
+        }
+    }
+}
+
 /// True when a database error is a unique-constraint violation (both backends).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {

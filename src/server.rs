@@ -227,45 +227,47 @@ pub fn spawn_background(
             }
         }));
     }
-    if state.db.backend == crate::db::Backend::Postgres {
+    {
+        // Cross-instance cache invalidation; `listen_license_changes` answers `None` where there
+        // is nothing to listen to (SQLite: one process owns the file), and the task ends.
         let state = state.clone();
         let mut stop = stop;
         tasks.push(tokio::spawn(async move {
-            loop {
-                let mut listener = match state.db.listen_license_changes().await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = stop.changed() => return,
-                        }
-                    }
-                };
-                // Anything may have changed while we were not listening.
-                state.licenses.invalidate_all_local();
-                loop {
+        loop {
+            let mut listener = match state.db.listen_license_changes().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
                     tokio::select! {
-                        n = listener.recv() => match n {
-                            Ok(n) => {
-                                let payload = n.payload();
-                                if payload == "*" {
-                                    state.licenses.invalidate_all_local();
-                                } else if let Some(d) = hex::decode(payload).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-                                    state.licenses.invalidate_local(&d).await;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                                break;
-                            }
-                        },
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = stop.changed() => return,
                     }
                 }
+            };
+            // Anything may have changed while we were not listening.
+            state.licenses.invalidate_all_local();
+            loop {
+                tokio::select! {
+                    n = listener.recv() => match n {
+                        Ok(n) => {
+                            let payload = n.payload();
+                            if payload == "*" {
+                                state.licenses.invalidate_all_local();
+                            } else if let Some(d) = hex::decode(payload).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                                state.licenses.invalidate_local(&d).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
             }
-        }));
+        }
+    }));
     }
     tasks
 }

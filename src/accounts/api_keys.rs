@@ -345,22 +345,16 @@ pub async fn list_api_keys(
     if p.role != Role::Admin {
         f.push("user_id", "=", p.user_id.clone());
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, KeyRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(KeyRow::view),
-    ))
+    let rows = crate::db::list::page::<KeyRow>(
+        &state.db,
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(KeyRow::view)))
 }
 
 async fn visible_key(

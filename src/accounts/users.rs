@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::crypto::new_id;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result, ResultExt};
 use crate::http::auth::Admin;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};
@@ -137,12 +137,13 @@ pub async fn insert_with_trust(
     .bind(i64::from(trust == EmailTrust::SelfRegistered))
     .bind(now)
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => find_by_id(state, &id).await,
-        Err(e) if is_unique_violation(&e) => Ok(None),
-        Err(e) => Err(e.into()),
+    .await
+    .map(|_| true)
+    .on_unique(|| Ok(false))?;
+    if !res {
+        return Ok(None);
     }
+    find_by_id(state, &id).await
 }
 
 /// The account that owns what is granted to `email` (a license created by an admin for an
@@ -243,23 +244,17 @@ pub async fn list_users(
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<User>>> {
     let req = page.checked()?;
-    let mut f = crate::db::Filters::default();
-    if let Some(before) = &req.before_id {
-        f.push("id", "<", before.clone());
-    }
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(|r| r.view()),
-    ))
+    let f = crate::db::Filters::default();
+    let rows = crate::db::list::page::<UserRow>(
+        &state.db,
+        &format!("SELECT {USER_COLUMNS} FROM users"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(|r| r.view())))
 }
 
 /// Gets one user (admin).

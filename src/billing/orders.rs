@@ -39,8 +39,8 @@ struct OrderRow {
     updated_at: i64,
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, stripe_subscription_id, \
-     subscription_id, amount_total, amount_refunded, currency, created_at, updated_at";
+const ORDER_SELECT: &str = "SELECT id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, \
+     stripe_subscription_id, subscription_id, amount_total, amount_refunded, currency, created_at, updated_at FROM orders";
 
 /// An order (a paid Stripe checkout) and the licenses it granted.
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,6 +63,49 @@ pub struct Order {
     pub license_ids: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A customer's billing record (an order or a subscription): admins see every one, customers
+/// their own, and another customer's is a 404.
+trait Owned: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {
+    const SELECT: &'static str;
+    const WHAT: &'static str;
+    fn id(&self) -> &str;
+    fn owner(&self) -> Option<&str>;
+}
+
+impl Owned for OrderRow {
+    const SELECT: &'static str = ORDER_SELECT;
+    const WHAT: &'static str = "Order";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn owner(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+}
+
+async fn list_owned<R: Owned>(
+    state: &AppState,
+    p: &Principal,
+    page: &PageParams,
+) -> Result<Page<R>> {
+    let req = page.checked()?;
+    let mut f = Filters::default();
+    if !p.sees_all() {
+        f.push("user_id", "=", p.user_id.clone());
+    }
+    Ok(crate::db::list::page::<R>(&state.db, R::SELECT, "id", f, &req, |r| r.id()).await?)
+}
+
+async fn get_owned<R: Owned>(state: &AppState, p: &Principal, id: &str) -> Result<R> {
+    let row: Option<R> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{} WHERE id = $1", R::SELECT)))
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?;
+    row.filter(|r| p.can_see(r.owner()))
+        .ok_or_else(|| Error::no_such(R::WHAT))
 }
 
 async fn license_ids(state: &AppState, column: &'static str, value: &str) -> Result<Vec<String>> {
@@ -103,32 +146,8 @@ pub async fn list_orders(
     p: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Order>>> {
-    let req = page.checked()?;
-    let mut f = Filters::default();
-    if !p.sees_all() {
-        f.push("user_id", "=", p.user_id.clone());
-    }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let page = Page::from_rows(q.fetch_all(&state.db.pool).await?, &req, |r| &r.id);
-    let mut data = vec![];
-    for r in page.data {
-        data.push(order_view(&state, r).await?);
-    }
-    Ok(Json(Page {
-        data,
-        next_cursor: page.next_cursor,
-    }))
+    let rows = list_owned::<OrderRow>(&state, &p, &page).await?;
+    Ok(Json(rows.try_map(|r| order_view(&state, r)).await?))
 }
 
 /// Gets an order (admin or its customer).
@@ -140,14 +159,7 @@ pub async fn get_order(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Order>> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
-    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&id)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    let row = row
-        .filter(|r| p.can_see(r.user_id.as_deref()))
-        .ok_or_else(|| Error::no_such("Order"))?;
+    let row = get_owned::<OrderRow>(&state, &p, &id).await?;
     Ok(Json(order_view(&state, row).await?))
 }
 
@@ -162,8 +174,19 @@ struct SubscriptionRow {
     updated_at: i64,
 }
 
-const SUBSCRIPTION_COLUMNS: &str =
-    "id, user_id, stripe_subscription_id, status, current_period_end, created_at, updated_at";
+const SUBSCRIPTION_SELECT: &str = "SELECT id, user_id, stripe_subscription_id, status, current_period_end, \
+     created_at, updated_at FROM subscriptions";
+
+impl Owned for SubscriptionRow {
+    const SELECT: &'static str = SUBSCRIPTION_SELECT;
+    const WHAT: &'static str = "Subscription";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn owner(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+}
 
 /// A Stripe subscription and the licenses it keeps in step.
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,32 +227,8 @@ pub async fn list_subscriptions(
     p: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Subscription>>> {
-    let req = page.checked()?;
-    let mut f = Filters::default();
-    if !p.sees_all() {
-        f.push("user_id", "=", p.user_id.clone());
-    }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, SubscriptionRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let page = Page::from_rows(q.fetch_all(&state.db.pool).await?, &req, |r| &r.id);
-    let mut data = vec![];
-    for r in page.data {
-        data.push(subscription_view(&state, r).await?);
-    }
-    Ok(Json(Page {
-        data,
-        next_cursor: page.next_cursor,
-    }))
+    let rows = list_owned::<SubscriptionRow>(&state, &p, &page).await?;
+    Ok(Json(rows.try_map(|r| subscription_view(&state, r)).await?))
 }
 
 /// Gets a subscription (admin or its customer).
@@ -241,13 +240,6 @@ pub async fn get_subscription(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Subscription>> {
-    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1");
-    let row: Option<SubscriptionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&id)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    let row = row
-        .filter(|r| p.can_see(r.user_id.as_deref()))
-        .ok_or_else(|| Error::no_such("Subscription"))?;
+    let row = get_owned::<SubscriptionRow>(&state, &p, &id).await?;
     Ok(Json(subscription_view(&state, row).await?))
 }

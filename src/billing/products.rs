@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::crypto::new_id;
-use crate::error::{Error, Result, is_foreign_key_violation, is_unique_violation};
+use crate::error::{Error, Result, ResultExt};
 use crate::http::auth::Admin;
 use crate::http::checks::Checks;
 use crate::http::extract::{Json, Path, Query};
@@ -187,7 +187,7 @@ pub async fn create_product(
     c.finish()?;
     let id = new_id("prd");
     let now = now_ms();
-    let res = sqlx::query(
+    sqlx::query(
         "INSERT INTO products (id, name, slug, max_activations, duration_days, offline_lease_days, heartbeat_timeout_s, \
          entitlements, stripe_price_ids, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
     )
@@ -202,17 +202,8 @@ pub async fn create_product(
     .bind(serde_json::to_string(&req.stripe_price_ids).expect("json"))
     .bind(now)
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(Error::conflict(
-                "SLUG_TAKEN",
-                format!("A product with slug '{slug}' exists"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    .await
+    .on_unique(|| Err(Error::conflict("SLUG_TAKEN", format!("A product with slug '{slug}' exists"))))?;
     let row = find(&state, &id)
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
@@ -227,23 +218,17 @@ pub async fn list_products(
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Product>>> {
     let req = page.checked()?;
-    let mut f = crate::db::Filters::default();
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(|r| r.view()),
-    ))
+    let f = crate::db::Filters::default();
+    let rows = crate::db::list::page::<ProductRow>(
+        &state.db,
+        &format!("SELECT {PRODUCT_COLUMNS} FROM products"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(|r| r.view())))
 }
 
 /// Gets a product by id or slug (public).
@@ -309,7 +294,7 @@ pub async fn update_product(
         req.stripe_price_ids.as_deref(),
     );
     c.finish()?;
-    let res = sqlx::query(
+    sqlx::query(
         "UPDATE products SET name = $2, slug = $3, max_activations = $4, duration_days = $5, offline_lease_days = $6, \
          heartbeat_timeout_s = $7, entitlements = $8, stripe_price_ids = $9, updated_at = $10 WHERE id = $1",
     )
@@ -324,17 +309,8 @@ pub async fn update_product(
     .bind(req.stripe_price_ids.map(|e| serde_json::to_string(&e).expect("json")).unwrap_or(cur.stripe_price_ids))
     .bind(now_ms())
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(Error::conflict(
-                "SLUG_TAKEN",
-                "Another product has this slug",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    .await
+    .on_unique(|| Err(Error::conflict("SLUG_TAKEN", "Another product has this slug")))?;
     // Snapshots carry the product's slug, lease and heartbeat rule.
     state.licenses.invalidate_all(&state.db).await;
     let row = find(&state, &cur.id)
@@ -357,13 +333,14 @@ pub async fn delete_product(
         .bind(&id)
         .execute(&state.db.pool)
         .await;
-    match res {
-        Ok(r) if r.rows_affected() == 0 => Err(Error::no_such("Product")),
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if is_foreign_key_violation(&e) => Err(Error::conflict(
+    let done = res.on_foreign_key(|| {
+        Err(Error::conflict(
             "PRODUCT_IN_USE",
             "Licenses of this product exist; revoke or reassign them first",
-        )),
-        Err(e) => Err(e.into()),
+        ))
+    })?;
+    if done.rows_affected() == 0 {
+        return Err(Error::no_such("Product"));
     }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -13,7 +13,6 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
 
 use crate::crypto::new_id;
-use crate::db::Backend;
 use crate::error::Result;
 use crate::state::AppState;
 use crate::timestamp::now_ms;
@@ -153,15 +152,12 @@ struct Claimed {
 /// Claims up to `BATCH` due deliveries and sends them. Returns how many were attempted.
 pub async fn run_once(state: &AppState) -> Result<usize> {
     let now = now_ms();
-    let skip_locked = if state.db.backend == Backend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
+    let due = state.db.claimable(&format!(
+        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+         AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at LIMIT {BATCH}"
+    ));
     let sql = format!(
-        "UPDATE deliveries SET locked_until = $1, updated_at = $2 WHERE id IN (\
-           SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
-           AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at LIMIT {BATCH}{skip_locked}) \
+        "UPDATE deliveries SET locked_until = $1, updated_at = $2 WHERE id IN ({due}) \
          RETURNING id, event_id, endpoint_id, attempt_count"
     );
     let claimed: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

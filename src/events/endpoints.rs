@@ -199,23 +199,17 @@ pub async fn list_webhook_endpoints(
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<WebhookEndpoint>>> {
     let req = page.checked()?;
-    let mut f = Filters::default();
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, EndpointRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(|r| r.view(None)),
-    ))
+    let f = Filters::default();
+    let rows = crate::db::list::page::<EndpointRow>(
+        &state.db,
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(|r| r.view(None))))
 }
 
 /// Gets a webhook endpoint (admin).
@@ -440,27 +434,16 @@ pub async fn list_deliveries(
     let req = page.checked()?;
     let mut f = Filters::default();
     f.push("endpoint_id", "=", ep.id.clone());
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let page = Page::from_rows(q.fetch_all(&state.db.pool).await?, &req, |r| &r.id);
-    let mut data = Vec::with_capacity(page.data.len());
-    for r in page.data {
-        data.push(delivery_view(&state, r).await?);
-    }
-    Ok(Json(Page {
-        data,
-        next_cursor: page.next_cursor,
-    }))
+    let rows = crate::db::list::page::<DeliveryRow>(
+        &state.db,
+        &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.try_map(|r| delivery_view(&state, r)).await?))
 }
 
 /// Retries a delivery now (admin), whatever its status; answers it with the new attempt.
@@ -498,31 +481,25 @@ pub async fn list_notices(
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Notice>>> {
     let req = page.checked()?;
-    let mut f = Filters::default();
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT id, kind, subject_id, message, created_at FROM notices{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, (String, String, Option<String>, String, i64)>(
-        sqlx::AssertSqlSafe(sql),
-    );
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(Page::from_rows(rows, &req, |r| &r.0).map(
-        |(id, kind, subject_id, message, at)| Notice {
+    let f = Filters::default();
+    let rows = crate::db::list::page::<(String, String, Option<String>, String, i64)>(
+        &state.db,
+        &format!("SELECT id, kind, subject_id, message, created_at FROM notices"),
+        "id",
+        f,
+        &req,
+        |r| &r.0,
+    )
+    .await?;
+    Ok(Json(rows.map(|(id, kind, subject_id, message, at)| {
+        Notice {
             id,
             kind,
             subject_id,
             message,
             created_at: Timestamp(at),
-        },
-    )))
+        }
+    })))
 }
 
 /// Creates (or updates) the endpoint named by `ECOSIRE_WEBHOOK_URL`, signed with

@@ -76,6 +76,21 @@ impl<T> Page<T> {
         }
     }
 
+    /// Converts each row with an async, fallible `f` (views that need another query).
+    pub async fn try_map<U, E, Fut>(self, mut f: impl FnMut(T) -> Fut) -> Result<Page<U>, E>
+    where
+        Fut: std::future::Future<Output = Result<U, E>>,
+    {
+        let mut data = Vec::with_capacity(self.data.len());
+        for row in self.data {
+            data.push(f(row).await?);
+        }
+        Ok(Page {
+            data,
+            next_cursor: self.next_cursor,
+        })
+    }
+
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             data: self.data.into_iter().map(f).collect(),

@@ -12,7 +12,7 @@ use super::model::{Activation, LICENSE_COLUMNS, License, LicenseRow, LicenseStat
 use super::store;
 use crate::crypto::new_id;
 use crate::db::Filters;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result, ResultExt};
 use crate::events;
 use crate::http::auth::{Admin, Principal};
 use crate::http::checks::{Checks, normalize_email};
@@ -184,7 +184,7 @@ pub async fn insert_license(
     let id = new_id("lic");
     let key = LicenseKey::generate();
     let now = now_ms();
-    let res = sqlx::query(
+    sqlx::query(
         "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
          max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14)",
@@ -204,14 +204,8 @@ pub async fn insert_license(
     .bind(n.granted_email)
     .bind(now)
     .execute(&mut **tx)
-    .await;
-    if let Err(e) = res {
-        return Err(if is_unique_violation(&e) {
-            Error::Internal(anyhow::anyhow!("license key collision"))
-        } else {
-            e.into()
-        });
-    }
+    .await
+    .on_unique(|| Err(Error::Internal(anyhow::anyhow!("license key collision"))))?;
     let row = store::license_by_id(&mut **tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
@@ -260,30 +254,20 @@ pub async fn list_licenses(
     if let Some(p) = &filters.product_id {
         f.push("l.product_id", "=", p.clone());
     }
-    if let Some(b) = &req.before_id {
-        f.push("l.id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {LICENSE_COLUMNS}, (SELECT count(*) FROM activations a WHERE a.license_id = l.id) AS activations_count \
-         FROM licenses l{} ORDER BY l.id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, CountedRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    let page = Page::from_rows(rows, &req, |r| &r.license.id);
-    let data = page
-        .data
-        .iter()
-        .map(|r| full_view(&state, &r.license, r.activations_count))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Json(Page {
-        data,
-        next_cursor: page.next_cursor,
-    }))
+    let rows = crate::db::list::page::<CountedRow>(
+        &state.db,
+        &format!("SELECT {LICENSE_COLUMNS}, (SELECT count(*) FROM activations a WHERE a.license_id = l.id) AS activations_count \
+         FROM licenses l"),
+        "l.id",
+        f,
+        &req,
+        |r| &r.license.id,
+    )
+    .await?;
+    let page = rows
+        .try_map(|r| std::future::ready(full_view(&state, &r.license, r.activations_count)))
+        .await?;
+    Ok(Json(page))
 }
 
 /// Loads a license the caller may see, else 404 (another customer's license does not exist for them).

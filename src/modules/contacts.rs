@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::crypto::new_id;
 use crate::db::Filters;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result, ResultExt};
 use crate::http::auth::Admin;
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, Path, Query};
@@ -179,7 +179,7 @@ pub async fn create_contact(
     c.finish()?;
     let email = email.expect("checked");
     let id = new_id("con");
-    let res = sqlx::query(
+    sqlx::query(
         "INSERT INTO contacts (id, email, name, company, phone, notes, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
@@ -191,12 +191,8 @@ pub async fn create_contact(
     .bind(notes)
     .bind(now_ms())
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Err(exists(&email)),
-        Err(e) => return Err(e.into()),
-    }
+    .await
+    .on_unique(|| Err(exists(&email)))?;
     let row = find(&state, &id)
         .await?
         .ok_or_else(|| Error::no_such("Contact"))?;
@@ -237,22 +233,16 @@ pub async fn list_contacts(
             contains_pattern(&q.to_lowercase()),
         );
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM contacts{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(ContactRow::view),
-    ))
+    let rows = crate::db::list::page::<ContactRow>(
+        &state.db,
+        &format!("SELECT {COLUMNS} FROM contacts"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(ContactRow::view)))
 }
 
 /// Gets a contact (admin).
@@ -340,7 +330,7 @@ pub async fn update_contact(
     );
     c.finish()?;
     let email = email.expect("checked");
-    let res = sqlx::query(
+    sqlx::query(
         "UPDATE contacts SET email = $2, name = $3, company = $4, phone = $5, notes = $6, updated_at = $7 \
          WHERE id = $1",
     )
@@ -352,12 +342,8 @@ pub async fn update_contact(
     .bind(notes)
     .bind(now_ms())
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => return Err(exists(&email)),
-        Err(e) => return Err(e.into()),
-    }
+    .await
+    .on_unique(|| Err(exists(&email)))?;
     let row = find(&state, &cur.id)
         .await?
         .ok_or_else(|| Error::no_such("Contact"))?;

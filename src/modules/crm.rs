@@ -204,22 +204,16 @@ pub async fn list_leads(
         // Stored emails are normalised, so the filter is too (an invalid one simply matches nothing).
         f.push("email", "=", e.trim().to_lowercase());
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM leads{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, LeadRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(LeadRow::view),
-    ))
+    let rows = crate::db::list::page::<LeadRow>(
+        &state.db,
+        &format!("SELECT {COLUMNS} FROM leads"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(LeadRow::view)))
 }
 
 #[cfg(test)]

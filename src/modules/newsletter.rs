@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::crypto::{new_id, random_base62, sha256_hex};
 use crate::db::Filters;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result, ResultExt};
 use crate::http::auth::Admin;
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, Query};
@@ -93,11 +93,11 @@ pub async fn subscribe(
     .bind(&digest)
     .bind(now)
     .execute(&state.db.pool)
-    .await;
-    match res {
-        Ok(_) => return Ok(created(id, email, token)),
-        Err(e) if is_unique_violation(&e) => {}
-        Err(e) => return Err(e.into()),
+    .await
+    .map(|_| true)
+    .on_unique(|| Ok(false))?;
+    if res {
+        return Ok(created(id, email, token));
     }
     // Known address: renew it if it had unsubscribed. One conditional update, so two racing
     // requests cannot both hand out a token.
@@ -244,20 +244,14 @@ pub async fn list_subscribers(
         }
         f.push("status", "=", s.clone());
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM newsletter_subscribers{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, SubscriberRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(SubscriberRow::view),
-    ))
+    let rows = crate::db::list::page::<SubscriberRow>(
+        &state.db,
+        &format!("SELECT {COLUMNS} FROM newsletter_subscribers"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(SubscriberRow::view)))
 }

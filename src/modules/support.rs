@@ -271,22 +271,16 @@ pub async fn list_tickets(
     if !p.sees_all() {
         f.push_raw(OWNED_BY, p.user_id.clone());
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM support_tickets{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, TicketRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(
-        Page::from_rows(rows, &req, |r| &r.id).map(TicketRow::view),
-    ))
+    let rows = crate::db::list::page::<TicketRow>(
+        &state.db,
+        &format!("SELECT {COLUMNS} FROM support_tickets"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(TicketRow::view)))
 }
 
 /// Gets a ticket with its replies (admin, or the customer who owns it).

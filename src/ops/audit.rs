@@ -202,30 +202,24 @@ pub async fn list_audit_log(
     if let Some(v) = filters.status {
         f.push_raw("CAST(status AS TEXT) = $?", v.to_string());
     }
-    if let Some(b) = &req.before_id {
-        f.push("id", "<", b.clone());
-    }
-    let sql = format!(
-        "SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log{} ORDER BY id DESC LIMIT {}",
-        f.where_sql(),
-        req.limit + 1
-    );
-    let mut q = sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(sql));
-    for a in &f.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q.fetch_all(&state.db.pool).await?;
-    Ok(Json(Page::from_rows(rows, &req, |r| &r.id).map(|r| {
-        AuditRecord {
-            id: r.id,
-            at: Timestamp(r.at),
-            user_id: r.user_id,
-            api_key_id: r.api_key_id,
-            method: r.method,
-            path: r.path,
-            status: r.status,
-            client_ip: r.client_ip,
-            request_id: r.request_id,
-        }
+    let rows = crate::db::list::page::<AuditRow>(
+        &state.db,
+        &format!("SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log"),
+        "id",
+        f,
+        &req,
+        |r| &r.id,
+    )
+    .await?;
+    Ok(Json(rows.map(|r| AuditRecord {
+        id: r.id,
+        at: Timestamp(r.at),
+        user_id: r.user_id,
+        api_key_id: r.api_key_id,
+        method: r.method,
+        path: r.path,
+        status: r.status,
+        client_ip: r.client_ip,
+        request_id: r.request_id,
     })))
 }
