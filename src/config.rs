@@ -154,7 +154,8 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Variable names are few and fixed; leaking one for the error's `&'static str` is harmless.
+/// Variable names are few and fixed, and an error ends the start; leaking one for the error's
+/// `&'static str` is harmless.
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -684,12 +685,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
         c.rate_limits = self.bool("ECOSIRE_RATE_LIMITS")?.unwrap_or(c.rate_limits);
         for (bucket, _) in BUCKETS {
-            let var = leak(bucket_variable(bucket));
-            if let Some(rule) = self.parse(var, |v| {
-                Rule::parse(v).ok_or_else(|| {
-                    format!("expected a rate such as 30/min, 5/s or 1000/h, got '{v}'")
-                })
-            })? {
+            let var = bucket_variable(bucket);
+            if let Some(v) = self.get(&var) {
+                let rule = Rule::parse(&v).ok_or_else(|| {
+                    err(
+                        leak(var),
+                        format!("expected a rate such as 30/min, 5/s or 1000/h, got '{v}'"),
+                    )
+                })?;
                 c.limits.rules.insert(bucket.to_string(), rule);
             }
         }
