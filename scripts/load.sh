@@ -3,9 +3,10 @@
 #
 #   bash scripts/load.sh
 #
-# Installs wrk if missing (Debian package), builds the release binary, starts it on a free
-# loopback port with a fresh SQLite database and keys folder (rate limits off), seeds LICENSES
-# licenses through the API (scripts/seed.py), then measures with wrk:
+# Needs wrk (Debian/Ubuntu: apt-get install wrk), python3 and curl. Builds the release binary
+# (wherever cargo puts it: CARGO_TARGET_DIR is honoured), starts it on a free loopback port
+# with a fresh SQLite database and keys folder (rate limits off), seeds LICENSES licenses
+# through the API (scripts/seed.py), then measures with wrk:
 #   1. POST /api/licenses/validate, a random key of the set per request (after a warm-up);
 #   2. GET /api/health, the floor of the same server and stack;
 # and prints rps, p50, p99, server CPU per request, and the validate/health ratio (target:
@@ -13,7 +14,7 @@
 #
 # Knobs (environment): LICENSES=10000 CONNS=64 DURATION=10 WARMUP=3 THREADS=2
 #   SEED_CONCURRENCY=8 BUILD_TIMEOUT=3600 PERF=1 (perf-record the server during each run; flat
-#   profiles by DSO and symbol go to target/load/perf-{validate,health}.txt).
+#   profiles by DSO and symbol go to <target dir>/load/perf-{validate,health}.txt).
 # Every step has a time bound; all traffic stays on 127.0.0.1.
 
 set -euo pipefail
@@ -33,16 +34,11 @@ ADMIN_PASSWORD="load-admin-password-1"
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# --- load generator --------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-    log "installing wrk (apt-get)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    timeout 300 $SUDO apt-get update -qq >/dev/null
-    timeout 300 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-command -v wrk >/dev/null || die "wrk is not installed"
-command -v python3 >/dev/null || die "python3 is needed for seeding"
+# --- tools -----------------------------------------------------------------------------------
+# Checked before the (long) build, so a missing tool costs nothing.
+command -v wrk >/dev/null \
+    || die "wrk (the load generator) is not installed: apt-get install wrk (Debian/Ubuntu), brew install wrk (macOS), or build it from https://github.com/wg/wrk"
+command -v python3 >/dev/null || die "python3 is needed (build output, seeding, report)"
 command -v curl >/dev/null || die "curl is needed"
 
 # --- scratch space and cleanup --------------------------------------------------------------
@@ -72,9 +68,23 @@ trap 'exit 130' INT TERM
 
 # --- build -----------------------------------------------------------------------------------
 log "building the release binary (cargo build --release; up to ${BUILD_TIMEOUT}s)"
-(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin ecosire) >"$TMP/build.log" 2>&1 \
+# Cargo says where it put the binary (CARGO_TARGET_DIR, a workspace, a config file may move it):
+# the JSON messages go to stdout, the human progress to stderr.
+(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin ecosire --message-format=json) \
+    >"$TMP/build.json" 2>"$TMP/build.log" \
     || { tail -n 30 "$TMP/build.log" >&2; die "release build failed or timed out"; }
-BIN="$ROOT/target/release/ecosire"
+BIN="$(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and t.get("name") == "ecosire" \
+            and "bin" in t.get("kind", []) and m.get("executable"):
+        print(m["executable"])
+' "$TMP/build.json")"
+[ -n "$BIN" ] && [ -x "$BIN" ] || die "cargo reported no ecosire executable (see $TMP/build.json)"
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
 # --- server ----------------------------------------------------------------------------------
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -131,7 +141,7 @@ timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
 # (no call graphs: the release binary has no frame pointers), by DSO and by symbol.
 perf_start() {
     [ "$PERF" = "1" ] && command -v perf >/dev/null || return 0
-    mkdir -p "$ROOT/target/load"
+    mkdir -p "$TARGET_DIR/load"
     perf record -F 999 -p "$SERVER_PID" -o "$TMP/perf-$1.data" -- sleep "$DURATION" \
         >/dev/null 2>&1 &
     PERF_PID=$!
@@ -140,14 +150,14 @@ perf_stop() {
     [ -n "$PERF_PID" ] || return 0
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=""
-    local out="$ROOT/target/load/perf-$1.txt"
+    local out="$TARGET_DIR/load/perf-$1.txt"
     {
         perf report -i "$TMP/perf-$1.data" --stdio --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$'
         echo
         perf report -i "$TMP/perf-$1.data" --stdio --sort dso,sym --percent-limit 0.05 2>/dev/null \
             | grep -v '^#' | grep -v '^$'
     } >"$out" || true
-    log "perf profile of the server: target/load/perf-$1.txt"
+    log "perf profile of the server: $out"
 }
 
 log "validate: ${CONNS} connections, ${THREADS} threads, ${DURATION}s, random key of $LICENSES"

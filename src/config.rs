@@ -1,11 +1,16 @@
-//! Configuration from the environment (API.md § Configuration). A bad value stops the start with
-//! one line naming the variable.
+//! Configuration from the environment. [`variables`] is the one list of what the server reads:
+//! `ecosire serve --help`, the warning about misspelled `ECOSIRE_*` names and
+//! docs/configuration.md all come from it, and a test checks that the parser reads exactly it.
+//! A bad value stops the start with one line naming the variable.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::http::ratelimit::{BUCKETS, Rule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -16,31 +21,64 @@ pub enum LogFormat {
 /// Everything the server reads at start. Secrets have a redacting `Debug`.
 #[derive(Clone)]
 pub struct Config {
+    /// `ECOSIRE_BIND`: the address and port to listen on.
     pub bind: SocketAddr,
+    /// `DATABASE_URL`: `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
+    /// `ECOSIRE_KEYS_DIR`: the signing keys and the data key.
     pub keys_dir: PathBuf,
+    /// `ECOSIRE_ADMIN_EMAIL`, normalised: the admin created at start (with `admin_password`).
     pub admin_email: Option<String>,
+    /// `ECOSIRE_ADMIN_PASSWORD`: the password of `admin_email`.
     pub admin_password: Option<String>,
+    /// `STRIPE_WEBHOOK_SECRET`: verifies `POST /api/webhooks/stripe`; unset, that route answers 503.
     pub stripe_webhook_secret: Option<String>,
+    /// `ECOSIRE_LICENSE_SECRET`: signs deliveries to `webhook_url`.
     pub license_secret: Option<String>,
+    /// `ECOSIRE_WEBHOOK_URL`: a webhook endpoint for every event, configured at start.
     pub webhook_url: Option<String>,
+    /// `ECOSIRE_COOKIE_SECURE`: session cookies are sent over https only.
     pub cookie_secure: bool,
+    /// `ECOSIRE_REGISTRATION`: whether `POST /api/auth/register` is open.
     pub registration: bool,
+    /// `ECOSIRE_TOKEN_ISSUER`: the `iss` of license and session tokens.
     pub token_issuer: String,
+    /// `ECOSIRE_ALLOWED_ORIGINS`: origins whose cookie-authenticated writes are accepted.
     pub allowed_origins: Vec<String>,
+    /// `ECOSIRE_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// `ECOSIRE_RATE_LIMITS`: whether rate limits apply at all.
     pub rate_limits: bool,
+    /// `ECOSIRE_WEBHOOK_ALLOW_PRIVATE`: webhooks may target loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// `ECOSIRE_WEBHOOK_BACKOFF_BASE_S`: the first webhook retry delay, in seconds.
     pub webhook_backoff_base_s: u64,
+    /// `ECOSIRE_API_KEY_GRACE_S`: how long a rotated API key keeps working, in seconds.
     pub api_key_grace_s: u64,
+    /// `ECOSIRE_HEADER_TIMEOUT_S`: time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// `ECOSIRE_REQUEST_TIMEOUT_S`: time for a whole request, body included.
+    pub request_timeout: Duration,
+    /// `ECOSIRE_IDLE_TIMEOUT_S`: how long an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// `ECOSIRE_MAX_CONNECTIONS`: connections open at once.
+    pub max_connections: usize,
+    /// `ECOSIRE_HASH_CONCURRENCY`: Argon2 hashes computed at once.
+    pub hash_concurrency: usize,
+    /// `ECOSIRE_HASH_QUEUE_TIMEOUT_S`: how long a request waits for a hashing slot before 503 BUSY.
+    pub hash_queue_timeout: Duration,
+    /// `ECOSIRE_LOG_FORMAT`: text or JSON logs.
     pub log_format: LogFormat,
+    /// `RUST_LOG`: the log filter (tracing `EnvFilter` syntax), checked at start.
+    pub log_filter: String,
     /// How often silent activations are looked for (not an env variable; tests shorten it).
     pub reaper_interval: Duration,
-    /// Lifetime of a login session.
+    /// Lifetime of a login session (not an env variable).
     pub session_ttl: Duration,
-    /// A webhook endpoint failing without a success for this long is disabled.
+    /// A webhook endpoint failing without a success for this long is disabled (not an env
+    /// variable).
     pub webhook_disable_after: Duration,
-    /// Rate-limit rules and daily quotas (`ECOSIRE_RATE_LIMIT_<BUCKET>`, `ECOSIRE_QUOTA_PLANS`).
+    /// `ECOSIRE_RATE_LIMIT_<BUCKET>` and `ECOSIRE_QUOTA_PLANS`: rate-limit rules and daily quotas.
     pub limits: crate::http::ratelimit::LimitsConfig,
     /// `ECOSIRE_HEADER_TIMEOUT_S`: time to receive a request's headers.
     pub header_timeout: Duration,
@@ -59,6 +97,9 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        // Sorted, so two equal configurations print the same (HashMap order is random).
+        let rules: BTreeMap<_, _> = self.limits.rules.iter().collect();
+        let plans: BTreeMap<_, _> = self.limits.plans.iter().collect();
         f.debug_struct("Config")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
@@ -77,7 +118,23 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("rate_limits", &self.rate_limits)
-            .finish_non_exhaustive()
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_backoff_base_s", &self.webhook_backoff_base_s)
+            .field("api_key_grace_s", &self.api_key_grace_s)
+            .field("header_timeout", &self.header_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("hash_queue_timeout", &self.hash_queue_timeout)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("reaper_interval", &self.reaper_interval)
+            .field("session_ttl", &self.session_ttl)
+            .field("webhook_disable_after", &self.webhook_disable_after)
+            .field("rate_limit_rules", &rules)
+            .field("quota_plans", &plans)
+            .finish()
     }
 }
 
@@ -109,27 +166,8 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        other => Err(err(
-            var,
-            format!("expected true/false or on/off, got '{other}'"),
-        )),
-    }
-}
-
-fn parse_u64(var: &'static str, v: &str) -> Result<u64, ConfigError> {
-    v.trim().parse().map_err(|_| {
-        err(
-            var,
-            format!("expected a whole number of seconds, got '{v}'"),
-        )
-    })
-}
-
-/// Variable names are few and fixed; leaking one for the error's `&'static str` is harmless.
+/// Variable names are few and fixed, and an error ends the start; leaking one for the error's
+/// `&'static str` is harmless.
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -140,6 +178,10 @@ fn list(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Config {
@@ -162,7 +204,14 @@ impl Default for Config {
             webhook_allow_private: false,
             webhook_backoff_base_s: 10,
             api_key_grace_s: 86_400,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            hash_concurrency: cores(),
+            hash_queue_timeout: Duration::from_secs(5),
             log_format: LogFormat::Text,
+            log_filter: "info".into(),
             reaper_interval: Duration::from_secs(10),
             session_ttl: Duration::from_secs(12 * 3600),
             webhook_disable_after: Duration::from_secs(3 * 86_400),
@@ -179,42 +228,421 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+/// The value a variable takes when it is unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// This value, written as one would write it in the variable.
+    Value(String),
+    /// Worked out at start, e.g. from the number of CPU cores.
+    Computed(&'static str),
+    /// Nothing: the feature it configures is off or empty.
+    Unset,
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fallback::Value(v) => write!(f, "{v}"),
+            Fallback::Computed(what) => write!(f, "{what}"),
+            Fallback::Unset => write!(f, "unset"),
+        }
+    }
+}
+
+/// One environment variable the server reads.
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub name: String,
+    pub default: Fallback,
+    pub example: &'static str,
+    pub meaning: String,
+}
+
+/// `30/min` for a rule, as `Rule::parse` reads it.
+fn rule_text(r: &Rule) -> String {
+    let unit = match r.period.as_secs() {
+        1 => "s".to_string(),
+        60 => "min".to_string(),
+        3600 => "h".to_string(),
+        86_400 => "day".to_string(),
+        s => format!("{s}s"),
+    };
+    format!("{}/{unit}", r.limit)
+}
+
+/// The name of a bucket's variable: `ECOSIRE_RATE_LIMIT_LOGIN` for `login`.
+fn bucket_variable(bucket: &str) -> String {
+    format!("ECOSIRE_RATE_LIMIT_{}", bucket.to_ascii_uppercase())
+}
+
+/// Every variable the server reads, in the order of the reference table; one row per rate-limit
+/// bucket, so a bucket added to `BUCKETS` is listed, parsed and documented without more code.
+pub fn variables() -> Vec<Variable> {
+    use Fallback::{Computed, Unset};
+    let value = |v: &str| Fallback::Value(v.to_string());
+    let var = |name: &str, default: Fallback, example: &'static str, meaning: &str| Variable {
+        name: name.to_string(),
+        default,
+        example,
+        meaning: meaning.to_string(),
+    };
+    let mut vars = vec![
+        var(
+            "ECOSIRE_BIND",
+            value("127.0.0.1:8080"),
+            "0.0.0.0:8080",
+            "address and port to listen on (port 0: any free port)",
+        ),
+        var(
+            "DATABASE_URL",
+            value("sqlite://data/ecosire.db"),
+            "postgres://ecosire:secret@db:5432/ecosire",
+            "sqlite://PATH (a file, created when missing) or postgres://…",
+        ),
+        var(
+            "ECOSIRE_KEYS_DIR",
+            value("keys"),
+            "/var/lib/ecosire/keys",
+            "folder of the signing keys and the data key; missing keys are generated at start",
+        ),
+        var(
+            "ECOSIRE_ADMIN_EMAIL",
+            Unset,
+            "ops@example.com",
+            "with ECOSIRE_ADMIN_PASSWORD: this admin is created at start unless the user exists",
+        ),
+        var(
+            "ECOSIRE_ADMIN_PASSWORD",
+            Unset,
+            "a-long-random-passphrase",
+            "the password of ECOSIRE_ADMIN_EMAIL, at least 8 characters",
+        ),
+        var(
+            "STRIPE_WEBHOOK_SECRET",
+            Unset,
+            "whsec_…",
+            "Stripe's signing secret for POST /api/webhooks/stripe; unset: that route answers 503",
+        ),
+        var(
+            "ECOSIRE_WEBHOOK_URL",
+            Unset,
+            "https://hooks.example.com/ecosire",
+            "with ECOSIRE_LICENSE_SECRET: a webhook endpoint for every event, configured at start",
+        ),
+        var(
+            "ECOSIRE_LICENSE_SECRET",
+            Unset,
+            "whsec_…",
+            "the signing secret of the deliveries to ECOSIRE_WEBHOOK_URL",
+        ),
+        var(
+            "ECOSIRE_COOKIE_SECURE",
+            value("true"),
+            "false",
+            "session cookies over https only; false for plain-http local use",
+        ),
+        var(
+            "ECOSIRE_REGISTRATION",
+            value("on"),
+            "off",
+            "off closes POST /api/auth/register (403 REGISTRATION_CLOSED)",
+        ),
+        var(
+            "ECOSIRE_TOKEN_ISSUER",
+            value("ecosire"),
+            "licenses.example.com",
+            "the iss claim of license and session tokens",
+        ),
+        var(
+            "ECOSIRE_ALLOWED_ORIGINS",
+            Unset,
+            "https://app.example.com,https://example.com",
+            "comma-separated origins whose cookie-authenticated writes are accepted",
+        ),
+        var(
+            "ECOSIRE_TRUSTED_PROXIES",
+            Unset,
+            "10.0.0.0/8,192.168.1.5",
+            "comma-separated CIDRs or addresses whose X-Forwarded-For is believed",
+        ),
+        var(
+            "ECOSIRE_RATE_LIMITS",
+            value("on"),
+            "off",
+            "off disables rate limiting (load tests, benchmarks)",
+        ),
+    ];
+    vars.extend(BUCKETS.iter().map(|(bucket, rule)| {
+        var(
+            &bucket_variable(bucket),
+            Fallback::Value(rule_text(rule)),
+            "100/min",
+            &format!("rate of the {bucket} bucket: N/s, N/min, N/h or N/day"),
+        )
+    }));
+    vars.extend([
+        var(
+            "ECOSIRE_QUOTA_PLANS",
+            value("free=1000"),
+            "free=1000,pro=100000,enterprise=unlimited",
+            "daily API calls per customer plan (0 or unlimited: none); unknown plans get free's",
+        ),
+        var(
+            "ECOSIRE_WEBHOOK_ALLOW_PRIVATE",
+            value("false"),
+            "true",
+            "allow webhooks to loopback and private addresses (refused by default: SSRF)",
+        ),
+        var(
+            "ECOSIRE_WEBHOOK_BACKOFF_BASE_S",
+            value("10"),
+            "30",
+            "seconds before the first webhook retry; each next delay doubles, with jitter",
+        ),
+        var(
+            "ECOSIRE_API_KEY_GRACE_S",
+            value("86400"),
+            "3600",
+            "seconds a rotated API key keeps working",
+        ),
+        var(
+            "ECOSIRE_HEADER_TIMEOUT_S",
+            value("10"),
+            "5",
+            "seconds to receive a request's headers",
+        ),
+        var(
+            "ECOSIRE_REQUEST_TIMEOUT_S",
+            value("30"),
+            "60",
+            "seconds for a whole request, body included",
+        ),
+        var(
+            "ECOSIRE_IDLE_TIMEOUT_S",
+            value("60"),
+            "120",
+            "seconds an idle keep-alive connection stays open",
+        ),
+        var(
+            "ECOSIRE_MAX_CONNECTIONS",
+            value("1024"),
+            "4096",
+            "connections open at once",
+        ),
+        var(
+            "ECOSIRE_HASH_CONCURRENCY",
+            Computed("the number of CPU cores"),
+            "2",
+            "Argon2 password hashes computed at once",
+        ),
+        var(
+            "ECOSIRE_HASH_QUEUE_TIMEOUT_S",
+            value("5"),
+            "2",
+            "seconds a request waits for a hashing slot before 503 BUSY",
+        ),
+        var(
+            "ECOSIRE_LOG_FORMAT",
+            value("text"),
+            "json",
+            "text, or json: every log line and the start-up banner as JSON on stderr",
+        ),
+        var(
+            "RUST_LOG",
+            value("info"),
+            "warn,ecosire=debug",
+            "log filter, tracing EnvFilter syntax",
+        ),
+    ]);
+    vars
+}
+
+/// The variables for `ecosire serve --help`.
+pub fn help_text() -> String {
+    let mut s = String::from("Environment variables (docs/configuration.md explains each):\n");
+    for v in variables() {
+        s.push_str(&format!(
+            "  {}  [default: {}]\n          {}\n",
+            v.name, v.default, v.meaning
+        ));
+    }
+    s
+}
+
+/// One row of the reference table in docs/configuration.md.
+pub fn markdown_row(v: &Variable) -> String {
+    let default = match &v.default {
+        Fallback::Value(d) => format!("`{d}`"),
+        other => other.to_string(),
+    };
+    format!(
+        "| `{}` | {default} | `{}` | {} |",
+        v.name, v.example, v.meaning
+    )
+}
+
+/// `ECOSIRE_*` names among `names` that the server does not read, each with the known name
+/// closest to it: a misspelled variable is otherwise silently ignored. Names are compared
+/// without regard to case, so `ecosire_bind` is caught too.
+pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<(String, String)> {
+    let known: Vec<String> = variables().into_iter().map(|v| v.name).collect();
+    names
+        .into_iter()
+        .filter(|n| n.to_ascii_uppercase().starts_with("ECOSIRE_") && !known.contains(n))
+        .map(|n| {
+            let upper = n.to_ascii_uppercase();
+            let closest = known
+                .iter()
+                .min_by_key(|k| edit_distance(&upper, k))
+                .cloned()
+                .unwrap_or_default();
+            (n, closest)
+        })
+        .collect()
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A view of the environment (the process's, or a map in tests). Besides the whole [`Config`],
+/// it reads the few variables a command needs alone, so `ecosire license verify-token` does not
+/// fail on, say, a bad `ECOSIRE_BIND`.
+pub struct Env<F>(pub F);
+
+impl Env<fn(&str) -> Option<String>> {
+    /// The process environment.
+    pub fn process() -> Self {
+        Env(|k| std::env::var(k).ok())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// The value of `var`; blank counts as unset.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
     }
 
-    /// Reads configuration through `get` (the environment in production, a map in tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Parses `var` when set; `parse` says what was expected when the value is wrong.
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.get(var)
+            .map(|v| parse(v.trim()).map_err(|message| err(var, message)))
+            .transpose()
+    }
+
+    fn bool(&self, var: &'static str) -> Result<Option<bool>, ConfigError> {
+        self.parse(var, |v| match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            other => Err(format!("expected true/false or on/off, got '{other}'")),
+        })
+    }
+
+    /// A whole number, at least `min`.
+    fn number(&self, var: &'static str, min: u64) -> Result<Option<u64>, ConfigError> {
+        self.parse(var, |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| format!("expected a whole number of at least {min}, got '{v}'"))
+        })
+    }
+
+    fn seconds(&self, var: &'static str, min: u64) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.number(var, min)?.map(Duration::from_secs))
+    }
+
+    fn count(&self, var: &'static str) -> Result<Option<usize>, ConfigError> {
+        Ok(self
+            .number(var, 1)?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+    }
+
+    /// `ECOSIRE_KEYS_DIR`.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.get("ECOSIRE_KEYS_DIR")
+            .map_or_else(|| Config::default().keys_dir, PathBuf::from)
+    }
+
+    /// `ECOSIRE_TOKEN_ISSUER`.
+    pub fn token_issuer(&self) -> String {
+        self.get("ECOSIRE_TOKEN_ISSUER")
+            .map_or_else(|| Config::default().token_issuer, |v| v.trim().to_string())
+    }
+
+    /// `DATABASE_URL`.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        Ok(self
+            .parse("DATABASE_URL", |v| {
+                if v.starts_with("sqlite:")
+                    || v.starts_with("postgres://")
+                    || v.starts_with("postgresql://")
+                {
+                    Ok(v.to_string())
+                } else {
+                    Err("expected sqlite://PATH or postgres://…".into())
+                }
+            })?
+            .unwrap_or_else(|| Config::default().database_url))
+    }
+
+    /// `ECOSIRE_LOG_FORMAT` and `RUST_LOG`.
+    pub fn logging(&self) -> Result<(LogFormat, String), ConfigError> {
+        let format = self
+            .parse("ECOSIRE_LOG_FORMAT", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "text" => Ok(LogFormat::Text),
+                    "json" => Ok(LogFormat::Json),
+                    other => Err(format!("expected text or json, got '{other}'")),
+                }
+            })?
+            .unwrap_or(LogFormat::Text);
+        let filter = self
+            .parse("RUST_LOG", |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_string())
+                    .map_err(|e| {
+                        format!("not a log filter such as info or warn,ecosire=debug: {e}")
+                    })
+            })?
+            .unwrap_or_else(|| Config::default().log_filter);
+        Ok((format, filter))
+    }
+
+    /// The whole configuration; every variable of [`variables`] is read and checked.
+    pub fn config(&self) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get("ECOSIRE_BIND") {
-            c.bind = v.trim().parse().map_err(|_| {
-                err(
-                    "ECOSIRE_BIND",
-                    format!("expected host:port such as 127.0.0.1:8080, got '{v}'"),
-                )
-            })?;
+        if let Some(bind) = self.parse("ECOSIRE_BIND", |v| {
+            v.parse()
+                .map_err(|_| format!("expected host:port such as 127.0.0.1:8080, got '{v}'"))
+        })? {
+            c.bind = bind;
         }
-        if let Some(v) = get("DATABASE_URL") {
-            let v = v.trim().to_string();
-            if !(v.starts_with("sqlite:")
-                || v.starts_with("postgres://")
-                || v.starts_with("postgresql://"))
-            {
-                return Err(err(
-                    "DATABASE_URL",
-                    "expected sqlite://PATH or postgres://…",
-                ));
-            }
-            c.database_url = v;
-        }
-        if let Some(v) = get("ECOSIRE_KEYS_DIR") {
-            c.keys_dir = v.into();
-        }
-        c.admin_email = get("ECOSIRE_ADMIN_EMAIL").map(|v| v.trim().to_string());
-        c.admin_password = get("ECOSIRE_ADMIN_PASSWORD");
+        c.database_url = self.database_url()?;
+        c.keys_dir = self.keys_dir();
+        c.admin_email = self.parse("ECOSIRE_ADMIN_EMAIL", |v| {
+            crate::http::checks::normalize_email(v)
+                .ok_or_else(|| format!("'{v}' is not a valid email address"))
+        })?;
+        c.admin_password = self.get("ECOSIRE_ADMIN_PASSWORD");
         if let Some(p) = &c.admin_password
             && p.chars().count() < 8
         {
@@ -233,9 +661,9 @@ impl Config {
                 "ECOSIRE_ADMIN_EMAIL and ECOSIRE_ADMIN_PASSWORD must be set together",
             ));
         }
-        c.stripe_webhook_secret = get("STRIPE_WEBHOOK_SECRET");
-        c.license_secret = get("ECOSIRE_LICENSE_SECRET");
-        c.webhook_url = get("ECOSIRE_WEBHOOK_URL");
+        c.stripe_webhook_secret = self.get("STRIPE_WEBHOOK_SECRET");
+        c.license_secret = self.get("ECOSIRE_LICENSE_SECRET");
+        c.webhook_url = self.get("ECOSIRE_WEBHOOK_URL");
         if c.webhook_url.is_some() != c.license_secret.is_some() {
             return Err(err(
                 if c.webhook_url.is_some() {
@@ -246,103 +674,135 @@ impl Config {
                 "ECOSIRE_WEBHOOK_URL and ECOSIRE_LICENSE_SECRET must be set together",
             ));
         }
-        if let Some(v) = get("ECOSIRE_COOKIE_SECURE") {
-            c.cookie_secure = parse_bool("ECOSIRE_COOKIE_SECURE", &v)?;
-        }
-        if let Some(v) = get("ECOSIRE_REGISTRATION") {
-            c.registration = parse_bool("ECOSIRE_REGISTRATION", &v)?;
-        }
-        if let Some(v) = get("ECOSIRE_TOKEN_ISSUER") {
-            c.token_issuer = v.trim().to_string();
-        }
-        if let Some(v) = get("ECOSIRE_ALLOWED_ORIGINS") {
-            c.allowed_origins = list(&v);
-            for o in &c.allowed_origins {
-                if !(o.starts_with("http://") || o.starts_with("https://")) {
-                    return Err(err(
-                        "ECOSIRE_ALLOWED_ORIGINS",
-                        format!("'{o}' is not an http(s) origin"),
-                    ));
-                }
+        c.cookie_secure = self
+            .bool("ECOSIRE_COOKIE_SECURE")?
+            .unwrap_or(c.cookie_secure);
+        c.registration = self.bool("ECOSIRE_REGISTRATION")?.unwrap_or(c.registration);
+        c.token_issuer = self.token_issuer();
+        if let Some(origins) = self.parse("ECOSIRE_ALLOWED_ORIGINS", |v| {
+            let origins = list(v);
+            match origins
+                .iter()
+                .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+            {
+                Some(o) => Err(format!("'{o}' is not an http(s) origin")),
+                None => Ok(origins),
             }
+        })? {
+            c.allowed_origins = origins;
         }
-        if let Some(v) = get("ECOSIRE_TRUSTED_PROXIES") {
-            c.trusted_proxies = list(&v)
+        if let Some(proxies) = self.parse("ECOSIRE_TRUSTED_PROXIES", |v| {
+            list(v)
                 .iter()
                 .map(|s| {
                     s.parse::<IpNet>()
                         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            err(
-                                "ECOSIRE_TRUSTED_PROXIES",
-                                format!("'{s}' is not a CIDR such as 10.0.0.0/8"),
-                            )
-                        })
+                        .map_err(|_| format!("'{s}' is not a CIDR such as 10.0.0.0/8"))
                 })
-                .collect::<Result<_, _>>()?;
+                .collect()
+        })? {
+            c.trusted_proxies = proxies;
         }
-        if let Some(v) = get("ECOSIRE_RATE_LIMITS") {
-            c.rate_limits = parse_bool("ECOSIRE_RATE_LIMITS", &v)?;
-        }
-        for (name, _) in crate::http::ratelimit::BUCKETS {
-            let var = format!("ECOSIRE_RATE_LIMIT_{}", name.to_ascii_uppercase());
-            if let Some(v) = get(&var) {
-                let rule = crate::http::ratelimit::Rule::parse(&v).ok_or_else(|| ConfigError {
-                    var: leak(var.clone()),
-                    message: format!("expected a rate such as 30/min, 5/s or 1000/h, got '{v}'"),
-                })?;
-                c.limits.rules.insert(name.to_string(), rule);
-            }
-        }
-        if let Some(v) = get("ECOSIRE_QUOTA_PLANS") {
-            for item in list(&v) {
-                let (plan, n) = item.split_once('=').ok_or_else(|| {
+        c.rate_limits = self.bool("ECOSIRE_RATE_LIMITS")?.unwrap_or(c.rate_limits);
+        for (bucket, _) in BUCKETS {
+            let var = bucket_variable(bucket);
+            if let Some(v) = self.get(&var) {
+                let rule = Rule::parse(&v).ok_or_else(|| {
                     err(
-                        "ECOSIRE_QUOTA_PLANS",
-                        format!("expected plan=calls_per_day, got '{item}'"),
+                        leak(var),
+                        format!("expected a rate such as 30/min, 5/s or 1000/h, got '{v}'"),
                     )
                 })?;
-                let quota = match n.trim() {
-                    "unlimited" | "0" => None,
-                    n => Some(n.parse::<u64>().map_err(|_| {
-                        err(
-                            "ECOSIRE_QUOTA_PLANS",
-                            format!("'{n}' is not a number of calls"),
-                        )
-                    })?),
-                };
-                c.limits.plans.insert(plan.trim().to_string(), quota);
+                c.limits.rules.insert(bucket.to_string(), rule);
             }
         }
-        if let Some(v) = get("ECOSIRE_WEBHOOK_ALLOW_PRIVATE") {
-            c.webhook_allow_private = parse_bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE", &v)?;
+        if let Some(plans) = self.parse("ECOSIRE_QUOTA_PLANS", parse_plans)? {
+            c.limits.plans.extend(plans);
         }
-        if let Some(v) = get("ECOSIRE_WEBHOOK_BACKOFF_BASE_S") {
-            c.webhook_backoff_base_s = parse_u64("ECOSIRE_WEBHOOK_BACKOFF_BASE_S", &v)?;
-        }
-        if let Some(v) = get("ECOSIRE_API_KEY_GRACE_S") {
-            c.api_key_grace_s = parse_u64("ECOSIRE_API_KEY_GRACE_S", &v)?;
-        }
-        if let Some(v) = get("ECOSIRE_LOG_FORMAT") {
-            c.log_format = match v.trim().to_ascii_lowercase().as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(err(
-                        "ECOSIRE_LOG_FORMAT",
-                        format!("expected text or json, got '{other}'"),
-                    ));
-                }
-            };
-        }
+        c.webhook_allow_private = self
+            .bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE")?
+            .unwrap_or(c.webhook_allow_private);
+        c.webhook_backoff_base_s = self
+            .number("ECOSIRE_WEBHOOK_BACKOFF_BASE_S", 0)?
+            .unwrap_or(c.webhook_backoff_base_s);
+        c.api_key_grace_s = self
+            .number("ECOSIRE_API_KEY_GRACE_S", 0)?
+            .unwrap_or(c.api_key_grace_s);
+        // A zero timeout would fail every request; a zero queue wait means "never queue".
+        c.header_timeout = self
+            .seconds("ECOSIRE_HEADER_TIMEOUT_S", 1)?
+            .unwrap_or(c.header_timeout);
+        c.request_timeout = self
+            .seconds("ECOSIRE_REQUEST_TIMEOUT_S", 1)?
+            .unwrap_or(c.request_timeout);
+        c.idle_timeout = self
+            .seconds("ECOSIRE_IDLE_TIMEOUT_S", 1)?
+            .unwrap_or(c.idle_timeout);
+        c.max_connections = self
+            .count("ECOSIRE_MAX_CONNECTIONS")?
+            .unwrap_or(c.max_connections);
+        c.hash_concurrency = self
+            .count("ECOSIRE_HASH_CONCURRENCY")?
+            .unwrap_or(c.hash_concurrency);
+        c.hash_queue_timeout = self
+            .seconds("ECOSIRE_HASH_QUEUE_TIMEOUT_S", 0)?
+            .unwrap_or(c.hash_queue_timeout);
+        (c.log_format, c.log_filter) = self.logging()?;
         Ok(c)
+    }
+}
+
+/// `free=1000,pro=unlimited`: daily calls per plan; `0` or `unlimited` means no quota.
+fn parse_plans(v: &str) -> Result<Vec<(String, Option<u64>)>, String> {
+    list(v)
+        .iter()
+        .map(|item| {
+            let (plan, n) = item
+                .split_once('=')
+                .ok_or_else(|| format!("expected plan=calls_per_day, got '{item}'"))?;
+            let quota = match n.trim() {
+                "unlimited" | "0" => None,
+                n => Some(
+                    n.parse::<u64>()
+                        .map_err(|_| format!("'{n}' is not a number of calls"))?,
+                ),
+            };
+            Ok((plan.trim().to_string(), quota))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Env::process().config()
+    }
+
+    /// Reads configuration through `get` (the environment in production, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Env(get).config()
+    }
+
+    /// The folder for files the server keeps beside its data (the generated admin password):
+    /// the SQLite database's folder, or `data` with PostgreSQL.
+    pub fn data_dir(&self) -> PathBuf {
+        let Some(rest) = self.database_url.strip_prefix("sqlite:") else {
+            return PathBuf::from("data");
+        };
+        let rest = rest.trim_start_matches("//");
+        let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+        match Path::new(path).parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::cell::RefCell;
+    use std::collections::{BTreeSet, HashMap};
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs
@@ -359,6 +819,46 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://data/ecosire.db");
         assert!(c.cookie_secure && c.registration && c.rate_limits && !c.webhook_allow_private);
         assert_eq!(c.api_key_grace_s, 86_400);
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.hash_concurrency, cores());
+        assert_eq!(c.hash_queue_timeout, Duration::from_secs(5));
+        assert_eq!(c.log_filter, "info");
+    }
+
+    #[test]
+    fn server_limits_are_read() {
+        let c = from(&[
+            ("ECOSIRE_HEADER_TIMEOUT_S", "3"),
+            ("ECOSIRE_REQUEST_TIMEOUT_S", "7"),
+            ("ECOSIRE_IDLE_TIMEOUT_S", "9"),
+            ("ECOSIRE_MAX_CONNECTIONS", "12"),
+            ("ECOSIRE_HASH_CONCURRENCY", "3"),
+            ("ECOSIRE_HASH_QUEUE_TIMEOUT_S", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.header_timeout, c.request_timeout, c.idle_timeout),
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(7),
+                Duration::from_secs(9)
+            )
+        );
+        assert_eq!((c.max_connections, c.hash_concurrency), (12, 3));
+        assert_eq!(c.hash_queue_timeout, Duration::ZERO);
+        for var in [
+            "ECOSIRE_HEADER_TIMEOUT_S",
+            "ECOSIRE_REQUEST_TIMEOUT_S",
+            "ECOSIRE_IDLE_TIMEOUT_S",
+            "ECOSIRE_MAX_CONNECTIONS",
+            "ECOSIRE_HASH_CONCURRENCY",
+        ] {
+            assert_eq!(from(&[(var, "0")]).unwrap_err().var, var, "zero {var}");
+            assert_eq!(from(&[(var, "ten")]).unwrap_err().var, var, "word {var}");
+        }
     }
 
     #[test]
@@ -384,6 +884,33 @@ mod tests {
             from(&[("ECOSIRE_ADMIN_EMAIL", "a@b.c")]).unwrap_err().var,
             "ECOSIRE_ADMIN_PASSWORD"
         );
+        assert_eq!(
+            from(&[("ECOSIRE_RATE_LIMIT_LOGIN", "lots")])
+                .unwrap_err()
+                .var,
+            "ECOSIRE_RATE_LIMIT_LOGIN"
+        );
+        assert_eq!(
+            from(&[("RUST_LOG", "ecosire=loud")]).unwrap_err().var,
+            "RUST_LOG"
+        );
+    }
+
+    #[test]
+    fn the_admin_email_must_be_an_address() {
+        let e = from(&[
+            ("ECOSIRE_ADMIN_EMAIL", "admin"),
+            ("ECOSIRE_ADMIN_PASSWORD", "long-enough-password"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "ECOSIRE_ADMIN_EMAIL");
+        assert!(e.message.contains("'admin'"), "{e}");
+        let c = from(&[
+            ("ECOSIRE_ADMIN_EMAIL", " Ops@Example.com "),
+            ("ECOSIRE_ADMIN_PASSWORD", "long-enough-password"),
+        ])
+        .unwrap();
+        assert_eq!(c.admin_email.as_deref(), Some("ops@example.com"));
     }
 
     #[test]
@@ -399,5 +926,93 @@ mod tests {
             )
             .contains("pw@")
         );
+    }
+
+    /// The reference list and the parser cannot drift apart: the parser asks for exactly the
+    /// listed names.
+    #[test]
+    fn the_parser_reads_exactly_the_listed_variables() {
+        let asked = RefCell::new(BTreeSet::new());
+        Config::from_lookup(|k| {
+            asked.borrow_mut().insert(k.to_string());
+            None
+        })
+        .unwrap();
+        let listed: BTreeSet<String> = variables().into_iter().map(|v| v.name).collect();
+        assert_eq!(asked.into_inner(), listed);
+    }
+
+    /// Each listed default, written into its variable, gives the built-in default.
+    #[test]
+    fn listed_defaults_are_the_defaults() {
+        let default = format!("{:?}", Config::default());
+        for v in variables() {
+            if let Fallback::Value(value) = &v.default {
+                let c = from(&[(&v.name, value)]).unwrap();
+                assert_eq!(format!("{c:?}"), default, "{}={value}", v.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_variable_is_documented() {
+        let doc = include_str!("../docs/configuration.md");
+        let missing: Vec<String> = variables()
+            .iter()
+            .map(markdown_row)
+            .filter(|row| !doc.lines().any(|l| l == row))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks these rows (or has them differently):\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn help_names_every_variable() {
+        let help = help_text();
+        for v in variables() {
+            assert!(help.contains(&v.name), "{}", v.name);
+        }
+    }
+
+    #[test]
+    fn misspelled_names_get_the_closest_known_one() {
+        let names = [
+            "ECOSIRE_RATE_LIMTS",
+            "ECOSIRE_BIND",
+            "ecosire_bind",
+            "PATH",
+            "ECOSIRE_RATE_LIMIT_LOGN",
+        ]
+        .map(String::from);
+        assert_eq!(
+            unknown_variables(names),
+            [
+                ("ECOSIRE_RATE_LIMTS", "ECOSIRE_RATE_LIMITS"),
+                ("ecosire_bind", "ECOSIRE_BIND"),
+                ("ECOSIRE_RATE_LIMIT_LOGN", "ECOSIRE_RATE_LIMIT_LOGIN"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+    }
+
+    #[test]
+    fn the_data_folder_is_the_databases() {
+        let dir = |url: &str| {
+            Config {
+                database_url: url.into(),
+                ..Config::default()
+            }
+            .data_dir()
+        };
+        assert_eq!(dir("sqlite://data/ecosire.db"), PathBuf::from("data"));
+        assert_eq!(
+            dir("sqlite:///var/lib/e/x.db?mode=rwc"),
+            PathBuf::from("/var/lib/e")
+        );
+        assert_eq!(dir("sqlite:x.db"), PathBuf::from("."));
+        assert_eq!(dir("postgres://h/db"), PathBuf::from("data"));
     }
 }

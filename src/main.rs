@@ -1,16 +1,21 @@
 //! The `ecosire` binary: `serve` (default) and the operator subcommands.
 
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ecosire::accounts::users::{Bootstrap, bootstrap_admin};
-use ecosire::config::{Config, LogFormat};
+use ecosire::config::{Config, ConfigError, Env, LogFormat};
 
 #[derive(Parser)]
 #[command(
     name = "ecosire",
     version,
-    about = "ECOSIRE API server: license validation and activation"
+    about = "ECOSIRE API server: license validation and activation",
+    after_help = "Configuration is by environment variables: `ecosire serve --help` lists them, docs/configuration.md explains them."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,6 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
+    #[command(after_help = ecosire::config::help_text())]
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
@@ -84,79 +90,163 @@ enum LicenseAction {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// The tracing target of the start-up banner in JSON mode and of the start-up warnings; always
+/// enabled, so `RUST_LOG=warn` still says where the server listens.
+const START: &str = "ecosire::start";
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .expect("RUST_LOG was checked with the configuration")
+        .add_directive(format!("{START}=info").parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes are noise in a file or a log collector.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
+/// Logging for commands that read nothing else that could be misconfigured.
+fn init_logging_from(env: &Env<impl Fn(&str) -> Option<String>>) -> Result<(), ConfigError> {
+    let (format, filter) = env.logging()?;
+    init_logging(format, &filter);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(config.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+    match run(cli.command.unwrap_or(Command::Serve)) {
         Ok(code) => code,
+        // `ecosire openapi | head`: the reader has all it wanted; that is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", one_line(&e));
+            if e.is::<ConfigError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, each said once: a wrapper often quotes its cause
+/// already (`"…: {e}"`), which `{:#}` would then print twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Writes a line to stdout. Unlike `println!`, a closed stdout is an error to return, not a
+/// panic.
+fn out(line: impl Display) -> std::io::Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs one command. Each reads only the variables it uses, so a bad value elsewhere (say
+/// `ECOSIRE_BIND`) does not stop `ecosire openapi`.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let env = Env::process();
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve => {
+            let config = env.config()?;
+            init_logging(config.log_format, &config.log_filter);
+            warn_unknown_variables();
+            runtime()?.block_on(serve(config))
+        }
         Command::Migrate => {
-            let db = ecosire::db::Db::connect(&config.database_url).await?;
-            db.migrate().await?;
-            println!("database schema is up to date");
+            let database_url = env.database_url()?;
+            init_logging_from(&env)?;
+            runtime()?.block_on(async {
+                let db = ecosire::db::Db::connect(&database_url).await?;
+                db.migrate().await
+            })?;
+            out("database schema is up to date")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys {
-            action: KeysAction::Generate,
-        } => {
-            let (_, generated) =
-                ecosire::licensing::keyring::Keyring::load_or_init(&config.keys_dir)?;
-            if generated.is_empty() {
-                println!("all keys exist in {}", config.keys_dir.display());
-            }
-            for g in generated {
-                println!("generated {g} in {}", config.keys_dir.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys {
-            action: KeysAction::Rotate,
-        } => {
-            ecosire::licensing::keyring::Keyring::load_or_init(&config.keys_dir)?;
-            let kid = ecosire::licensing::keyring::add_license_key(&config.keys_dir)?;
-            println!(
-                "added license signing key {kid}; it signs after the next start, older keys stay published"
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Keys { action } => {
+            init_logging_from(&env)?;
+            keys(action, &env.keys_dir())
         }
         Command::License {
             action: LicenseAction::VerifyToken { token },
-        } => verify_token(&config, &token),
-        Command::Webhooks {
-            action: WebhooksAction::Sample { event, url, secret },
-        } => {
+        } => verify_token(&env.keys_dir(), &env.token_issuer(), &token),
+        Command::Webhooks { action } => webhooks(action),
+        Command::Openapi => {
+            out(serde_json::to_string_pretty(&ecosire::openapi())?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn warn_unknown_variables() {
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for (name, closest) in ecosire::config::unknown_variables(names) {
+        tracing::warn!(
+            target: START,
+            variable = %name,
+            closest = %closest,
+            "{name} is not a variable ECOSIRE reads (ignored); did you mean {closest}?"
+        );
+    }
+}
+
+fn keys(action: KeysAction, dir: &Path) -> anyhow::Result<ExitCode> {
+    use ecosire::licensing::keyring::{Keyring, add_license_key};
+    match action {
+        KeysAction::Generate => {
+            let (_, generated) = Keyring::load_or_init(dir)?;
+            if generated.is_empty() {
+                out(format_args!("all keys exist in {}", dir.display()))?;
+            }
+            for g in generated {
+                out(format_args!("generated {g} in {}", dir.display()))?;
+            }
+        }
+        KeysAction::Rotate => {
+            Keyring::load_or_init(dir)?;
+            let kid = add_license_key(dir)?;
+            out(format_args!(
+                "added license signing key {kid}; it signs after the next start, older keys stay published"
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn webhooks(action: WebhooksAction) -> anyhow::Result<ExitCode> {
+    match action {
+        WebhooksAction::Sample { event, url, secret } => {
             let Some(body) = ecosire::events::catalog::example_event(&event) else {
                 eprintln!("error: unknown event type {event} (see GET /api/webhooks/events)");
                 return Ok(ExitCode::from(2));
@@ -165,24 +255,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let t = ecosire::timestamp::now_ms() / 1000;
             let sig = ecosire::events::signature::header(&secret, t, body.as_bytes());
             let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-            println!(
+            out(format_args!(
                 "curl -sS -X POST {} -H 'content-type: application/json' -H {} -H {} -H {} --data-raw {}",
                 q(&url),
                 q(&format!("X-License-Signature: {sig}")),
                 q(&format!("X-Ecosire-Event: {event}")),
                 q("X-Ecosire-Delivery: dlv_sample"),
                 q(&body)
-            );
+            ))?;
             eprintln!("(signed at t={t}; receivers reject it after 300 s)");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Webhooks {
-            action:
-                WebhooksAction::Verify {
-                    secret,
-                    header,
-                    tolerance,
-                },
+        WebhooksAction::Verify {
+            secret,
+            header,
+            tolerance,
         } => {
             use std::io::Read;
             let mut body = Vec::new();
@@ -195,29 +282,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 tolerance,
             ) {
                 Ok(t) => {
-                    println!("VALID: signed at t={t}");
+                    out(format_args!("VALID: signed at t={t}"))?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("INVALID: {e}");
+                    out(format_args!("INVALID: {e}"))?;
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
-        Command::Openapi => {
-            println!("{}", serde_json::to_string_pretty(&ecosire::openapi())?);
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }
 
-fn verify_token(config: &Config, token: &str) -> anyhow::Result<ExitCode> {
+fn verify_token(keys_dir: &Path, issuer: &str, token: &str) -> anyhow::Result<ExitCode> {
     use ecosire::licensing::token::{LICENSE_AUDIENCE, LicenseClaims};
-    let keys = ecosire::licensing::keyring::published_keys(&config.keys_dir)?;
+    let keys = ecosire::licensing::keyring::published_keys(keys_dir)?;
     anyhow::ensure!(
         !keys.is_empty(),
-        "no license signing keys in {}",
-        config.keys_dir.display()
+        "ECOSIRE_KEYS_DIR: no license signing keys in {}",
+        keys_dir.display()
     );
     let claims: LicenseClaims = match ecosire::jws::verify(token.trim(), "JWT", |kid| {
         keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v)
@@ -228,9 +311,9 @@ fn verify_token(config: &Config, token: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{}", serde_json::to_string_pretty(&claims)?);
+    out(serde_json::to_string_pretty(&claims)?)?;
     let now = ecosire::timestamp::now_ms() / 1000;
-    if claims.aud != LICENSE_AUDIENCE || claims.iss != config.token_issuer {
+    if claims.aud != LICENSE_AUDIENCE || claims.iss != issuer {
         eprintln!("INVALID: audience or issuer does not match");
         return Ok(ExitCode::FAILURE);
     }
@@ -242,32 +325,128 @@ fn verify_token(config: &Config, token: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Start-up messages. In text mode they are plain lines on stdout, where scripts look for the
+/// address; in JSON mode they are events on the log stream, so that stream stays all JSON.
+struct Banner {
+    json: bool,
+}
+
+impl Banner {
+    fn say(&self, message: impl Display) {
+        if self.json {
+            tracing::info!(target: START, "{message}");
+        } else {
+            // Nobody reading stdout is no reason to stop serving.
+            let _ = out(message);
+        }
+    }
+
+    fn listening(&self, addr: SocketAddr) {
+        let address = format!("http://{addr}");
+        let docs = format!("{address}/api/docs");
+        let message = format!("ECOSIRE API listening on {address}");
+        if self.json {
+            tracing::info!(target: START, %address, %docs, "{message}");
+        } else {
+            let _ = out(format_args!("{message}  (docs: {docs})"));
+        }
+    }
+}
+
+/// Puts a generated admin password where only its owner sees it, never in the log stream (which
+/// is often collected and kept): `None` when stdout is a terminal, which may show it once;
+/// otherwise the path of a file in the data folder that only this user can read.
+fn store_password(data_dir: &Path, password: &str) -> anyhow::Result<Option<PathBuf>> {
+    if std::io::stdout().is_terminal() {
+        return Ok(None);
+    }
+    let path = data_dir.join("initial-admin-password.txt");
+    // A file left from an earlier database holds a password that no longer works.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot replace {}: {e}", path.display()),
+    }
+    ecosire::fsutil::write_secret(&path, format!("{password}\n").as_bytes()).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the generated admin password (set ECOSIRE_ADMIN_EMAIL and ECOSIRE_ADMIN_PASSWORD instead): {e:#}"
+        )
+    })?;
+    Ok(Some(path))
+}
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.bind;
     let cookie_secure = config.cookie_secure;
+    let data_dir = config.data_dir();
+    let banner = Banner {
+        json: config.log_format == LogFormat::Json,
+    };
     let state = ecosire::build_state(config).await?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("ECOSIRE_BIND: cannot listen on {bind}: {e}"))?;
     let addr = listener.local_addr()?;
-    println!("ECOSIRE API listening on http://{addr}  (docs: http://{addr}/api/docs)");
-    match bootstrap_admin(&state).await? {
-        Bootstrap::Existing => {
-            println!("log in: POST http://{addr}/api/auth/login with an admin's email and password")
-        }
-        Bootstrap::CreatedConfigured(email) => {
-            println!("admin {email} created from ECOSIRE_ADMIN_EMAIL/ECOSIRE_ADMIN_PASSWORD")
-        }
+    let login = format!("POST http://{addr}/api/auth/login");
+    // Everything that can fail comes before the address is announced: a start that says
+    // "listening" has succeeded. So the admin is settled first, and told after.
+    let (admin_note, password_note) = match bootstrap_admin(&state).await? {
+        Bootstrap::Existing => (
+            format!("log in: {login} with an admin's email and password"),
+            None,
+        ),
+        Bootstrap::CreatedConfigured(email) => (
+            format!("admin {email} created from ECOSIRE_ADMIN_EMAIL/ECOSIRE_ADMIN_PASSWORD"),
+            None,
+        ),
         Bootstrap::CreatedGenerated { email, password } => {
-            println!("first start: created admin {email} with password {password}");
-            println!("  (shown once; log in with POST http://{addr}/api/auth/login)");
+            match store_password(&data_dir, &password)? {
+                Some(path) => (
+                    format!(
+                        "first start: created admin {email}; its password is in {} (readable by this user only; delete it after logging in with {login})",
+                        path.display()
+                    ),
+                    None,
+                ),
+                None => (
+                    format!("first start: created admin {email}"),
+                    Some(format!(
+                        "admin password: {password}\n  (shown once; log in with {login})"
+                    )),
+                ),
+            }
         }
+    };
+    banner.listening(addr);
+    banner.say(admin_note);
+    if let Some(note) = password_note {
+        // On the terminal, in JSON mode too: it is not the log stream.
+        let _ = out(note);
     }
     if cookie_secure && addr.ip().is_loopback() {
-        println!(
-            "note: cookies are Secure-only; set ECOSIRE_COOKIE_SECURE=false for browser use over plain http"
+        banner.say(
+            "note: cookies are Secure-only; set ECOSIRE_COOKIE_SECURE=false for browser use over plain http",
         );
     }
     ecosire::serve(listener, state, ecosire::server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io)
+            .context("ECOSIRE_KEYS_DIR: cannot read keys/license.pem: no such file")
+            .context("loading keys");
+        assert_eq!(
+            one_line(&e),
+            "loading keys: ECOSIRE_KEYS_DIR: cannot read keys/license.pem: no such file"
+        );
+        let multi = anyhow::anyhow!("first line\n  second line");
+        assert_eq!(one_line(&multi), "first line second line");
+    }
 }
