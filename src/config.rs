@@ -80,18 +80,6 @@ pub struct Config {
     pub webhook_disable_after: Duration,
     /// `ECOSIRE_RATE_LIMIT_<BUCKET>` and `ECOSIRE_QUOTA_PLANS`: rate-limit rules and daily quotas.
     pub limits: crate::http::ratelimit::LimitsConfig,
-    /// `ECOSIRE_HEADER_TIMEOUT_S`: time to receive a request's headers.
-    pub header_timeout: Duration,
-    /// `ECOSIRE_REQUEST_TIMEOUT_S`: time to receive and answer a whole request.
-    pub request_timeout: Duration,
-    /// `ECOSIRE_IDLE_TIMEOUT_S`: how long an idle keep-alive connection is kept.
-    pub idle_timeout: Duration,
-    /// `ECOSIRE_MAX_CONNECTIONS`: connections served at once.
-    pub max_connections: usize,
-    /// `ECOSIRE_HASH_CONCURRENCY`: Argon2 hashes computed at once.
-    pub hash_concurrency: usize,
-    /// `ECOSIRE_HASH_QUEUE_TIMEOUT_S`: how long a request waits for a hashing slot.
-    pub hash_queue_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -216,14 +204,6 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             webhook_disable_after: Duration::from_secs(3 * 86_400),
             limits: Default::default(),
-            header_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            hash_concurrency: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            hash_queue_timeout: Duration::from_secs(5),
         }
     }
 }

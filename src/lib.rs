@@ -1,7 +1,7 @@
 //! ECOSIRE API server: license validation and activation with the business API beside it.
 //!
 //! # Layout
-//! - `config`: environment configuration (API.md § Configuration).
+//! - `config`: environment configuration (every variable in `docs/configuration.md`).
 //! - `state`: `AppState`, the shared handles every handler gets.
 //! - `error`: the one `Error` type and its RFC 9457 problem body.
 //! - `http`: extractors (`Json`, `Query`, `Path`), access (`Principal`, `Admin`), pagination,
