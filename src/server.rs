@@ -54,12 +54,6 @@ async fn not_found() -> Error {
     Error::not_found("NOT_FOUND", "No such route")
 }
 
-/// `GET /`: the API documentation, until there is a dashboard to show. Temporary (307), so
-/// browsers and caches do not remember it.
-async fn root() -> axum::response::Redirect {
-    axum::response::Redirect::temporary("/api/docs")
-}
-
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
@@ -80,7 +74,6 @@ pub fn app(state: AppState) -> Router {
     let request_timeout = state.config.request_timeout;
     let (router, api) = api_router_and_spec();
     router
-        .route("/", axum::routing::get(root))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -44,6 +44,7 @@ const POLICIES: &[(&str, Policy)] = &[
     ("GET /api/products/{id}", Public),
     ("POST /api/auth/register", Public),
     ("POST /api/auth/login", Public),
+    ("GET /", Public),
     ("GET /api/health", Public),
     ("GET /metrics", Public),
     ("GET /api/ready", Public),

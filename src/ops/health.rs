@@ -12,6 +12,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(root))
         .routes(routes!(health))
         .routes(routes!(ready))
 }
@@ -40,4 +41,12 @@ pub async fn ready(State(state): State<AppState>) -> Result<(StatusCode, Json<He
             message: "The database does not answer".into(),
         })
     }
+}
+
+/// The front door: the API documentation, until there is a dashboard to show. Temporary (307), so
+/// browsers and caches do not remember it.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 307, description = "Redirect to the API documentation (`Location: /api/docs`)")))]
+pub async fn root() -> axum::response::Redirect {
+    axum::response::Redirect::temporary("/api/docs")
 }
