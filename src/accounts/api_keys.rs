@@ -296,8 +296,7 @@ async fn insert_key(
 
 /// Creates an API key for the caller; the answer shows it once.
 #[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateApiKey,
-    responses((status = 201, body = CreatedApiKey), (status = 403, description = "FORBIDDEN: an admin scope for a customer, or a key without admin scope", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    responses((status = 201, body = CreatedApiKey), (status = 403, description = "FORBIDDEN: an admin scope for a customer, or a key without admin scope", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
@@ -332,7 +331,7 @@ pub async fn create_api_key(
 
 /// Lists API keys: the caller's own, or every key for admins. Usage counters included.
 #[utoipa::path(get, path = "/api/api-keys", tag = "api-keys", params(PageParams),
-    responses((status = 200, body = Page<ApiKey>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<ApiKey>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
@@ -373,7 +372,7 @@ async fn visible_key(
 
 /// Gets one API key (owner or admin).
 #[utoipa::path(get, path = "/api/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
-    responses((status = 200, body = ApiKey), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = ApiKey)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_api_key(
     State(state): State<AppState>,
@@ -386,7 +385,7 @@ pub async fn get_api_key(
 
 /// Revokes an API key at once.
 #[utoipa::path(delete, path = "/api/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
-    responses((status = 204, description = "Revoked"), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 204, description = "Revoked")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
@@ -405,8 +404,7 @@ pub async fn revoke_api_key(
 /// Rotates an API key: answers a new key with the same name, scope and environment; the old key
 /// keeps working for `ECOSIRE_API_KEY_GRACE_S` (default 24 h), then answers 401.
 #[utoipa::path(post, path = "/api/api-keys/{id}/rotate", tag = "api-keys", params(("id" = String, Path)),
-    responses((status = 201, body = CreatedApiKey), (status = 404, body = crate::error::Problem), (status = 409, description = "API_KEY_INACTIVE (revoked or expired) or API_KEY_ROTATED (already rotated)", body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 201, body = CreatedApiKey), (status = 409, description = "API_KEY_INACTIVE (revoked or expired) or API_KEY_ROTATED (already rotated)", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn rotate_api_key(
     State(state): State<AppState>,

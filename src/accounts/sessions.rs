@@ -147,8 +147,7 @@ fn session_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue 
 /// Returns a session JWT and sets it as the HttpOnly `ecosire_auth` cookie. Unknown email and
 /// wrong password get the same answer in about the same time.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = LoginResponse), (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,
@@ -194,7 +193,7 @@ pub async fn login(
 
 /// Ends the current session server-side and clears the cookie.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
-    responses((status = 204, description = "Logged out"), (status = 401, body = crate::error::Problem)),
+    responses((status = 204, description = "Logged out")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response> {
     if let Some(digest) = principal.session_digest() {
@@ -215,7 +214,7 @@ pub struct MeResponse {
 
 /// The signed-in user.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, body = MeResponse), (status = 401, body = crate::error::Problem)),
+    responses((status = 200, body = MeResponse)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<MeResponse>> {
     let user = users::find_by_id(&state, &principal.user_id)
@@ -243,7 +242,7 @@ pub struct UserEnvelope {
 /// Creates a customer account (unless `ECOSIRE_REGISTRATION=off`).
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = UserEnvelope), (status = 403, description = "REGISTRATION_CLOSED", body = crate::error::Problem),
-              (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+              (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem)))]
 pub async fn register(
     State(state): State<AppState>,
     Json(req): Json<RegisterRequest>,

@@ -236,7 +236,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Lists users (admin).
 #[utoipa::path(get, path = "/api/users", tag = "users", params(PageParams),
-    responses((status = 200, body = Page<User>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<User>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_users(
     State(state): State<AppState>,
@@ -259,7 +259,7 @@ pub async fn list_users(
 
 /// Gets one user (admin).
 #[utoipa::path(get, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 200, body = User), (status = 401, body = crate::error::Problem), (status = 404, body = crate::error::Problem)),
+    responses((status = 200, body = User)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,

@@ -139,7 +139,7 @@ async fn order_view(state: &AppState, r: OrderRow) -> Result<Order> {
 
 /// Lists orders: all for admins, their own for customers.
 #[utoipa::path(get, path = "/api/orders", tag = "billing", params(PageParams),
-    responses((status = 200, body = Page<Order>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Order>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_orders(
     State(state): State<AppState>,
@@ -152,7 +152,7 @@ pub async fn list_orders(
 
 /// Gets an order (admin or its customer).
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "billing", params(("id" = String, Path)),
-    responses((status = 200, body = Order), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    responses((status = 200, body = Order)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -220,7 +220,7 @@ async fn subscription_view(state: &AppState, r: SubscriptionRow) -> Result<Subsc
 
 /// Lists subscriptions: all for admins, their own for customers.
 #[utoipa::path(get, path = "/api/subscriptions", tag = "billing", params(PageParams),
-    responses((status = 200, body = Page<Subscription>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Subscription>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_subscriptions(
     State(state): State<AppState>,
@@ -233,7 +233,7 @@ pub async fn list_subscriptions(
 
 /// Gets a subscription (admin or its customer).
 #[utoipa::path(get, path = "/api/subscriptions/{id}", tag = "billing", params(("id" = String, Path)),
-    responses((status = 200, body = Subscription), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem)),
+    responses((status = 200, body = Subscription)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_subscription(
     State(state): State<AppState>,

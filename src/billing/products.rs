@@ -159,8 +159,7 @@ fn check_common(
 
 /// Creates a product (admin).
 #[utoipa::path(post, path = "/api/products", tag = "products", request_body = CreateProduct,
-    responses((status = 201, body = Product), (status = 409, description = "SLUG_TAKEN", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 201, body = Product), (status = 409, description = "SLUG_TAKEN", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn create_product(
     State(state): State<AppState>,
@@ -212,7 +211,7 @@ pub async fn create_product(
 
 /// Lists products (public).
 #[utoipa::path(get, path = "/api/products", tag = "products", params(PageParams),
-    responses((status = 200, body = Page<Product>), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = Page<Product>)))]
 pub async fn list_products(
     State(state): State<AppState>,
     Query(page): Query<PageParams>,
@@ -233,7 +232,7 @@ pub async fn list_products(
 
 /// Gets a product by id or slug (public).
 #[utoipa::path(get, path = "/api/products/{id}", tag = "products", params(("id" = String, Path, description = "Product id or slug")),
-    responses((status = 200, body = Product), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Product)))]
 pub async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -263,8 +262,7 @@ pub struct UpdateProduct {
 /// Updates a product (admin). Existing licenses keep their own seats and entitlements; the
 /// offline lease and heartbeat rules apply to them at once.
 #[utoipa::path(patch, path = "/api/products/{id}", tag = "products", params(("id" = String, Path)), request_body = UpdateProduct,
-    responses((status = 200, body = Product), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Product), (status = 409, body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn update_product(
     State(state): State<AppState>,
@@ -321,8 +319,8 @@ pub async fn update_product(
 
 /// Deletes a product that no license uses (admin).
 #[utoipa::path(delete, path = "/api/products/{id}", tag = "products", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem),
-              (status = 409, description = "PRODUCT_IN_USE", body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 204, description = "Deleted"),
+              (status = 409, description = "PRODUCT_IN_USE", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete_product(
     State(state): State<AppState>,

@@ -165,7 +165,7 @@ async fn insert(
 
 /// Creates a webhook endpoint (admin); the answer shows its signing secret once.
 #[utoipa::path(post, path = "/api/webhook-endpoints", tag = "webhooks", request_body = CreateEndpoint,
-    responses((status = 201, body = WebhookEndpoint), (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 201, body = WebhookEndpoint)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn create_webhook_endpoint(
     State(state): State<AppState>,
@@ -191,7 +191,7 @@ pub async fn create_webhook_endpoint(
 
 /// Lists webhook endpoints (admin).
 #[utoipa::path(get, path = "/api/webhook-endpoints", tag = "webhooks", params(PageParams),
-    responses((status = 200, body = Page<WebhookEndpoint>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<WebhookEndpoint>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_webhook_endpoints(
     State(state): State<AppState>,
@@ -214,7 +214,7 @@ pub async fn list_webhook_endpoints(
 
 /// Gets a webhook endpoint (admin).
 #[utoipa::path(get, path = "/api/webhook-endpoints/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = WebhookEndpoint), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = WebhookEndpoint)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_webhook_endpoint(
     State(state): State<AppState>,
@@ -235,8 +235,7 @@ pub struct UpdateEndpoint {
 
 /// Updates a webhook endpoint (admin).
 #[utoipa::path(patch, path = "/api/webhook-endpoints/{id}", tag = "webhooks", params(("id" = String, Path)), request_body = UpdateEndpoint,
-    responses((status = 200, body = WebhookEndpoint), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = WebhookEndpoint)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn update_webhook_endpoint(
     State(state): State<AppState>,
@@ -274,7 +273,7 @@ pub async fn update_webhook_endpoint(
 
 /// Deletes a webhook endpoint and its pending deliveries (admin).
 #[utoipa::path(delete, path = "/api/webhook-endpoints/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 204, description = "Deleted")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete_webhook_endpoint(
     State(state): State<AppState>,
@@ -389,7 +388,7 @@ async fn attempt_now(state: &AppState, d: &DeliveryRow) -> Result<Delivery> {
 
 /// Sends a `webhook.test` event to this endpoint now, whatever its filter; answers the delivery.
 #[utoipa::path(post, path = "/api/webhook-endpoints/{id}/test", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = Delivery), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Delivery)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn test_webhook_endpoint(
     State(state): State<AppState>,
@@ -422,7 +421,7 @@ pub async fn test_webhook_endpoint(
 
 /// Lists an endpoint's deliveries, newest first, with every attempt (admin).
 #[utoipa::path(get, path = "/api/webhook-endpoints/{id}/deliveries", tag = "webhooks", params(("id" = String, Path), PageParams),
-    responses((status = 200, body = Page<Delivery>), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Delivery>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
@@ -449,7 +448,7 @@ pub async fn list_deliveries(
 /// Retries a delivery now (admin), whatever its status; answers it with the new attempt.
 #[utoipa::path(post, path = "/api/webhook-endpoints/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
     params(("id" = String, Path), ("delivery_id" = String, Path)),
-    responses((status = 200, body = Delivery), (status = 404, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Delivery)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn retry_delivery(
     State(state): State<AppState>,
@@ -473,7 +472,7 @@ pub struct Notice {
 
 /// Lists admin notices, newest first (admin).
 #[utoipa::path(get, path = "/api/webhooks/notices", tag = "webhooks", params(PageParams),
-    responses((status = 200, body = Page<Notice>), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Notice>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_notices(
     State(state): State<AppState>,

@@ -57,6 +57,19 @@ impl Principal {
                 } => false,
             }
     }
+    /// May this caller use the API-key endpoints with `method`? A session or an admin-scoped key
+    /// may do anything there; any other key may read (API.md: a read-only key makes any GET its
+    /// owner may make, and listings show no secret), never change.
+    pub fn may_manage_keys(&self, method: &Method) -> bool {
+        match &self.credential {
+            Credential::Session { .. }
+            | Credential::ApiKey {
+                scope: Scope::Admin,
+                ..
+            } => true,
+            Credential::ApiKey { .. } => is_read(method),
+        }
+    }
     /// Sees every customer's objects on shared endpoints (licenses, orders, keys).
     pub fn sees_all(&self) -> bool {
         self.role == Role::Admin
@@ -291,53 +304,43 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// An authenticated caller who is an admin; anyone else gets 403 (401 without credentials).
-#[derive(Debug, Clone)]
-pub struct Admin(pub Principal);
+/// Extractors that admit an authenticated caller only when the policy allows it: 403 `FORBIDDEN`
+/// otherwise (401 without credentials). One shape, several policies.
+macro_rules! guard {
+    ($(#[$doc:meta])* $name:ident, $denied:literal, $allows:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = Error;
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let p = Principal::from_request_parts(parts, state).await?;
-        if !p.is_admin(&parts.method) {
-            return Err(Error::forbidden("FORBIDDEN", "This action needs an admin"));
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                let p = Principal::from_request_parts(parts, state).await?;
+                if !$allows(&p, &parts.method) {
+                    return Err(Error::forbidden("FORBIDDEN", $denied));
+                }
+                Ok($name(p))
+            }
         }
-        Ok(Admin(p))
-    }
+    };
 }
 
-/// A caller who may manage API keys: a login session, or an admin-scoped key (any key may read).
-#[derive(Debug, Clone)]
-pub struct KeyManager(pub Principal);
-
-impl FromRequestParts<AppState> for KeyManager {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let p = Principal::from_request_parts(parts, state).await?;
-        match &p.credential {
-            Credential::Session { .. }
-            | Credential::ApiKey {
-                scope: Scope::Admin,
-                ..
-            } => Ok(KeyManager(p)),
-            // API.md: a read-only key makes any GET its owner may make, and listings show no
-            // secret; a read-write key may read what a read-only one may. Changes stay refused.
-            Credential::ApiKey { .. } if is_read(&parts.method) => Ok(KeyManager(p)),
-            Credential::ApiKey { .. } => Err(Error::forbidden(
-                "FORBIDDEN",
-                "API keys are managed with a session or an admin-scoped key",
-            )),
-        }
-    }
-}
+guard!(
+    /// An authenticated caller who is an admin.
+    Admin,
+    "This action needs an admin",
+    Principal::is_admin
+);
+guard!(
+    /// A caller who may manage API keys: a login session or an admin-scoped key; any key may read.
+    KeyManager,
+    "API keys are managed with a session or an admin-scoped key",
+    Principal::may_manage_keys
+);
 
 /// The caller if credentials were sent (public routes that show more to the signed-in).
 /// Invalid credentials are still a 401: a caller who sends a bad token should hear about it.

@@ -46,8 +46,7 @@ pub struct ActivationResponse {
     responses((status = 201, body = ActivationResponse), (status = 200, description = "Already active", body = ActivationResponse),
               (status = 403, description = "LICENSE_REVOKED, LICENSE_SUSPENDED or LICENSE_EXPIRED", body = crate::error::Problem),
               (status = 404, description = "LICENSE_NOT_FOUND", body = crate::error::Problem),
-              (status = 409, description = "ACTIVATION_LIMIT_REACHED", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+              (status = 409, description = "ACTIVATION_LIMIT_REACHED", body = crate::error::Problem)))]
 pub async fn activate_license(
     State(state): State<AppState>,
     rate: RateContext,
@@ -124,8 +123,7 @@ fn activation_not_found() -> Error {
 /// Frees the seat held by a device.
 #[utoipa::path(post, path = "/api/licenses/deactivate", tag = "licensing", request_body = DeviceRequest,
     responses((status = 204, description = "Seat freed"),
-              (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+              (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn deactivate_license(
     State(state): State<AppState>,
     Json(req): Json<DeviceRequest>,
@@ -158,8 +156,7 @@ pub struct HeartbeatResponse {
 #[utoipa::path(post, path = "/api/licenses/heartbeat", tag = "licensing", request_body = DeviceRequest,
     responses((status = 200, body = HeartbeatResponse),
               (status = 403, description = "LICENSE_REVOKED, LICENSE_SUSPENDED or LICENSE_EXPIRED", body = crate::error::Problem),
-              (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+              (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn heartbeat_license(
     State(state): State<AppState>,
     Json(req): Json<DeviceRequest>,

@@ -58,7 +58,7 @@ pub(super) fn check_fingerprint(c: &mut Checks, fp: &str) {
 /// order NOT_FOUND, REVOKED, SUSPENDED, EXPIRED, PRODUCT_MISMATCH, ENTITLEMENTS_MISSING,
 /// FINGERPRINT_NOT_ACTIVATED.
 #[utoipa::path(post, path = "/api/licenses/validate", tag = "licensing", request_body = ValidateRequest,
-    responses((status = 200, body = ValidateResponse), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = ValidateResponse), (status = 400, body = crate::error::Problem)))]
 pub async fn validate_license(
     State(state): State<AppState>,
     rate: RateContext,
@@ -213,8 +213,7 @@ pub struct ActivationList {
 
 /// Lists the live activations of a license, for its key holder.
 #[utoipa::path(post, path = "/api/licenses/activations", tag = "licensing", request_body = KeyRequest,
-    responses((status = 200, body = ActivationList), (status = 404, description = "LICENSE_NOT_FOUND", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = ActivationList), (status = 404, description = "LICENSE_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn list_own_activations(
     State(state): State<AppState>,
     Json(req): Json<KeyRequest>,

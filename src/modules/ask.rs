@@ -469,7 +469,7 @@ pub struct AskRequest {
 /// quoted from the best-matching documentation passage, with links to the passages used; a
 /// question the documentation does not cover gets an honest "I don't know" and no sources.
 #[utoipa::path(post, path = "/api/ecosire-ai/ask", tag = "ask", request_body = AskRequest,
-    responses((status = 200, body = Answer), (status = 422, body = crate::error::Problem),
+    responses((status = 200, body = Answer),
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn ask(
     State(_state): State<AppState>,

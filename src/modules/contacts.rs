@@ -104,17 +104,21 @@ fn contains_pattern(q: &str) -> String {
     p
 }
 
-fn check_fields(
-    c: &mut Checks,
-    name: Option<&str>,
-    company: Option<&str>,
-    phone: Option<&str>,
-    notes: Option<&str>,
-) {
-    c.opt_len(name, "name", 0, NAME_MAX);
-    c.opt_len(company, "company", 0, COMPANY_MAX);
-    c.opt_len(phone, "phone", 0, PHONE_MAX);
-    c.opt_len(notes, "notes", 0, NOTES_MAX);
+/// A contact's optional fields, cleaned (see `line` and `text`).
+struct Fields {
+    name: Option<String>,
+    company: Option<String>,
+    phone: Option<String>,
+    notes: Option<String>,
+}
+
+impl Fields {
+    fn check(&self, c: &mut Checks) {
+        c.opt_len(self.name.as_deref(), "name", 0, NAME_MAX);
+        c.opt_len(self.company.as_deref(), "company", 0, COMPANY_MAX);
+        c.opt_len(self.phone.as_deref(), "phone", 0, PHONE_MAX);
+        c.opt_len(self.notes.as_deref(), "notes", 0, NOTES_MAX);
+    }
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Option<ContactRow>> {
@@ -152,8 +156,7 @@ pub struct CreateContact {
 
 /// Creates a contact (admin).
 #[utoipa::path(post, path = "/api/contacts", tag = "contacts", request_body = CreateContact,
-    responses((status = 201, body = Contact), (status = 409, description = "CONTACT_EXISTS", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 201, body = Contact), (status = 409, description = "CONTACT_EXISTS", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn create_contact(
     State(state): State<AppState>,
@@ -161,21 +164,15 @@ pub async fn create_contact(
     Json(req): Json<CreateContact>,
 ) -> Result<(StatusCode, Json<Contact>)> {
     let email = normalize_email(&req.email);
-    let (name, company, phone, notes) = (
-        line(req.name.as_deref()),
-        line(req.company.as_deref()),
-        line(req.phone.as_deref()),
-        text(req.notes.as_deref()),
-    );
+    let fields = Fields {
+        name: line(req.name.as_deref()),
+        company: line(req.company.as_deref()),
+        phone: line(req.phone.as_deref()),
+        notes: text(req.notes.as_deref()),
+    };
     let mut c = Checks::new();
     c.check(email.is_some(), "email", "Invalid email address");
-    check_fields(
-        &mut c,
-        name.as_deref(),
-        company.as_deref(),
-        phone.as_deref(),
-        notes.as_deref(),
-    );
+    fields.check(&mut c);
     c.finish()?;
     let email = email.expect("checked");
     let id = new_id("con");
@@ -185,10 +182,10 @@ pub async fn create_contact(
     )
     .bind(&id)
     .bind(&email)
-    .bind(name)
-    .bind(company)
-    .bind(phone)
-    .bind(notes)
+    .bind(&fields.name)
+    .bind(&fields.company)
+    .bind(&fields.phone)
+    .bind(&fields.notes)
     .bind(now_ms())
     .execute(&state.db.pool)
     .await
@@ -208,8 +205,7 @@ pub struct ContactFilters {
 
 /// Lists contacts, newest first (admin); `?q=` searches name, email and company.
 #[utoipa::path(get, path = "/api/contacts", tag = "contacts", params(PageParams, ContactFilters),
-    responses((status = 200, body = Page<Contact>), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Contact>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_contacts(
     State(state): State<AppState>,
@@ -247,8 +243,7 @@ pub async fn list_contacts(
 
 /// Gets a contact (admin).
 #[utoipa::path(get, path = "/api/contacts/{id}", tag = "contacts", params(("id" = String, Path)),
-    responses((status = 200, body = Contact), (status = 404, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Contact)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_contact(
     State(state): State<AppState>,
@@ -284,9 +279,8 @@ pub struct UpdateContact {
 
 /// Updates a contact (admin).
 #[utoipa::path(patch, path = "/api/contacts/{id}", tag = "contacts", params(("id" = String, Path)), request_body = UpdateContact,
-    responses((status = 200, body = Contact), (status = 404, body = crate::error::Problem),
-              (status = 409, description = "CONTACT_EXISTS", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Contact),
+              (status = 409, description = "CONTACT_EXISTS", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn update_contact(
     State(state): State<AppState>,
@@ -317,17 +311,13 @@ pub async fn update_contact(
         None => old,
         Some(v) => clean(v.as_deref()),
     };
-    let name = merge(&req.name, cur.name, line);
-    let company = merge(&req.company, cur.company, line);
-    let phone = merge(&req.phone, cur.phone, line);
-    let notes = merge(&req.notes, cur.notes, text);
-    check_fields(
-        &mut c,
-        name.as_deref(),
-        company.as_deref(),
-        phone.as_deref(),
-        notes.as_deref(),
-    );
+    let fields = Fields {
+        name: merge(&req.name, cur.name, line),
+        company: merge(&req.company, cur.company, line),
+        phone: merge(&req.phone, cur.phone, line),
+        notes: merge(&req.notes, cur.notes, text),
+    };
+    fields.check(&mut c);
     c.finish()?;
     let email = email.expect("checked");
     sqlx::query(
@@ -336,10 +326,10 @@ pub async fn update_contact(
     )
     .bind(&cur.id)
     .bind(&email)
-    .bind(name)
-    .bind(company)
-    .bind(phone)
-    .bind(notes)
+    .bind(&fields.name)
+    .bind(&fields.company)
+    .bind(&fields.phone)
+    .bind(&fields.notes)
     .bind(now_ms())
     .execute(&state.db.pool)
     .await
@@ -352,8 +342,7 @@ pub async fn update_contact(
 
 /// Deletes a contact (admin). Its leads stay, unlinked.
 #[utoipa::path(delete, path = "/api/contacts/{id}", tag = "contacts", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 204, description = "Deleted")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete_contact(
     State(state): State<AppState>,

@@ -103,7 +103,7 @@ pub struct CaptureLead {
 /// An existing contact only has its blanks filled: a public form never overwrites what is
 /// already known (or curated by an admin), and never clears it.
 #[utoipa::path(post, path = "/api/crm/capture", tag = "crm", request_body = CaptureLead,
-    responses((status = 201, body = Lead), (status = 422, body = crate::error::Problem),
+    responses((status = 201, body = Lead),
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn capture_lead(
     State(state): State<AppState>,
@@ -186,8 +186,7 @@ pub struct LeadFilters {
 
 /// Lists leads, newest first (admin); filters `source`, `email`.
 #[utoipa::path(get, path = "/api/crm/leads", tag = "crm", params(PageParams, LeadFilters),
-    responses((status = 200, body = Page<Lead>), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Lead>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_leads(
     State(state): State<AppState>,

@@ -73,7 +73,7 @@ pub struct AlreadySubscribed {
 /// a new token; the old one stops working).
 #[utoipa::path(post, path = "/api/newsletter/subscribe", tag = "newsletter", request_body = Subscribe,
     responses((status = 201, body = Subscribed), (status = 200, body = AlreadySubscribed),
-              (status = 422, body = crate::error::Problem), (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
+              (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn subscribe(
     State(state): State<AppState>,
     Json(req): Json<Subscribe>,
@@ -146,8 +146,7 @@ pub struct Unsubscribe {
 /// a token never issued, or replaced by a later subscription, is 404 `SUBSCRIPTION_NOT_FOUND`.
 #[utoipa::path(post, path = "/api/newsletter/unsubscribe", tag = "newsletter", request_body = Unsubscribe,
     responses((status = 204, description = "Unsubscribed"),
-              (status = 404, description = "SUBSCRIPTION_NOT_FOUND", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+              (status = 404, description = "SUBSCRIPTION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Json(req): Json<Unsubscribe>,
@@ -224,8 +223,7 @@ pub struct SubscriberFilters {
 
 /// Lists subscribers, newest first (admin); filter `status`.
 #[utoipa::path(get, path = "/api/newsletter/subscribers", tag = "newsletter", params(PageParams, SubscriberFilters),
-    responses((status = 200, body = Page<Subscriber>), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Subscriber>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_subscribers(
     State(state): State<AppState>,

@@ -196,7 +196,7 @@ pub struct TicketCreated {
 /// allowed Origin) do not block the form: the ticket is then opened as by anyone. Invalid
 /// credentials are still a 401.
 #[utoipa::path(post, path = "/api/support", tag = "support", request_body = CreateTicket,
-    responses((status = 201, body = TicketCreated), (status = 422, body = crate::error::Problem),
+    responses((status = 201, body = TicketCreated),
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn create_ticket(
     State(state): State<AppState>,
@@ -251,8 +251,7 @@ pub struct TicketFilters {
 
 /// Lists tickets, newest first: all for admins, their own for customers; filter `status`.
 #[utoipa::path(get, path = "/api/support/tickets", tag = "support", params(PageParams, TicketFilters),
-    responses((status = 200, body = Page<Ticket>), (status = 422, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem)),
+    responses((status = 200, body = Page<Ticket>)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_tickets(
     State(state): State<AppState>,
@@ -285,8 +284,7 @@ pub async fn list_tickets(
 
 /// Gets a ticket with its replies (admin, or the customer who owns it).
 #[utoipa::path(get, path = "/api/support/tickets/{id}", tag = "support", params(("id" = String, Path)),
-    responses((status = 200, body = TicketWithReplies), (status = 404, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem)),
+    responses((status = 200, body = TicketWithReplies)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_ticket(
     State(state): State<AppState>,
@@ -306,9 +304,7 @@ pub struct UpdateTicket {
 
 /// Sets a ticket's status (admin).
 #[utoipa::path(patch, path = "/api/support/tickets/{id}", tag = "support", params(("id" = String, Path)), request_body = UpdateTicket,
-    responses((status = 200, body = TicketWithReplies), (status = 404, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem)),
+    responses((status = 200, body = TicketWithReplies)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn update_ticket(
     State(state): State<AppState>,
@@ -347,10 +343,8 @@ pub struct CreateReply {
 /// reply on a `pending` or `resolved` ticket reopens it; a `closed` ticket takes no replies
 /// (409 `TICKET_CLOSED`): reopen it first.
 #[utoipa::path(post, path = "/api/support/tickets/{id}/replies", tag = "support", params(("id" = String, Path)), request_body = CreateReply,
-    responses((status = 201, body = Reply), (status = 404, body = crate::error::Problem),
-              (status = 409, description = "TICKET_CLOSED", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem)),
+    responses((status = 201, body = Reply),
+              (status = 409, description = "TICKET_CLOSED", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn create_reply(
     State(state): State<AppState>,
