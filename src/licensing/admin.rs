@@ -31,6 +31,24 @@ struct CountedRow {
     activations_count: i64,
 }
 
+/// The terms an admin may set on a license (create and patch alike).
+fn check_terms(
+    c: &mut Checks,
+    max_activations: Option<i64>,
+    entitlements: Option<&[String]>,
+    metadata: Option<&serde_json::Value>,
+) {
+    if let Some(v) = max_activations {
+        c.range(v, "max_activations", 1, 1_000_000);
+    }
+    if let Some(e) = entitlements {
+        c.string_list(e, "entitlements", 100, 64);
+    }
+    if let Some(m) = metadata {
+        check_metadata(c, m);
+    }
+}
+
 /// The license object with its key, for admins and the owner.
 fn full_view(state: &AppState, row: &LicenseRow, count: i64) -> Result<License> {
     let key = state.keys.data.open_string(&row.key_sealed, &row.id)?;
@@ -91,15 +109,12 @@ pub async fn create_license(
         "email",
         "give user_id or email, not both",
     );
-    if let Some(v) = req.max_activations {
-        c.range(v, "max_activations", 1, 1_000_000);
-    }
-    if let Some(e) = &req.entitlements {
-        c.string_list(e, "entitlements", 100, 64);
-    }
-    if let Some(m) = &req.metadata {
-        check_metadata(&mut c, m);
-    }
+    check_terms(
+        &mut c,
+        req.max_activations,
+        req.entitlements.as_deref(),
+        req.metadata.as_ref(),
+    );
     let email = match &req.email {
         Some(e) => {
             let n = normalize_email(e);
@@ -318,15 +333,12 @@ pub async fn update_license(
     Json(req): Json<UpdateLicense>,
 ) -> Result<Json<License>> {
     let mut c = Checks::new();
-    if let Some(v) = req.max_activations {
-        c.range(v, "max_activations", 1, 1_000_000);
-    }
-    if let Some(e) = &req.entitlements {
-        c.string_list(e, "entitlements", 100, 64);
-    }
-    if let Some(m) = &req.metadata {
-        check_metadata(&mut c, m);
-    }
+    check_terms(
+        &mut c,
+        req.max_activations,
+        req.entitlements.as_deref(),
+        req.metadata.as_ref(),
+    );
     c.finish()?;
     if let Some(Some(uid)) = &req.user_id {
         crate::accounts::users::find_by_id(&state, uid)

@@ -10,13 +10,13 @@ use serde_json::Value;
 
 use super::decide::{self, Code};
 use super::key::LicenseKey;
-use super::model::{Activation, ActivationRow, License, LicenseRow, LicenseStatus};
+use super::model::{Activation, License, LicenseRow, LicenseStatus};
 use super::store;
 use crate::crypto::{DataKey, new_id};
 use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::timestamp::now_ms;
+use crate::timestamp::{Timestamp, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -242,7 +242,7 @@ pub fn activation_event(a: &Activation, license: &License) -> Value {
 #[derive(Debug)]
 pub struct Seat {
     pub created: bool,
-    pub activation: ActivationRow,
+    pub activation: Activation,
     pub license: License,
 }
 
@@ -262,8 +262,8 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
         let count = store::count_activations(&mut **tx, &row.id).await?;
         return Ok(Seat {
             created: false,
-            activation: ActivationRow {
-                last_heartbeat_at: now,
+            activation: Activation {
+                last_heartbeat_at: Timestamp(now),
                 ..existing
             },
             license: row.view(count, None),
@@ -279,15 +279,15 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
             ),
         ));
     }
-    let a = ActivationRow {
+    let a = Activation {
         id: new_id("act"),
         license_id: row.id.clone(),
         fingerprint: device.fingerprint,
         name: device.name,
         platform: device.platform,
         hostname: device.hostname,
-        created_at: now,
-        last_heartbeat_at: now,
+        created_at: Timestamp(now),
+        last_heartbeat_at: Timestamp(now),
     };
     sqlx::query(
         "INSERT INTO activations (id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at) \
@@ -303,14 +303,8 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
     .execute(&mut **tx)
     .await?;
     let license = row.view(count + 1, None);
-    let activation: Activation = a.clone().into();
     metrics::counter!("ecosire_activations_total").increment(1);
-    events::emit(
-        tx,
-        "license.activated",
-        activation_event(&activation, &license),
-    )
-    .await?;
+    events::emit(tx, "license.activated", activation_event(&a, &license)).await?;
     Ok(Seat {
         created: true,
         activation: a,
@@ -325,7 +319,7 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
 pub async fn release_seat(
     tx: &mut Tx,
     row: &LicenseRow,
-    a: ActivationRow,
+    a: Activation,
     silent_before: Option<i64>,
 ) -> Result<bool> {
     let deleted = sqlx::query("DELETE FROM activations WHERE id = $1 AND last_heartbeat_at < $2")
@@ -339,12 +333,7 @@ pub async fn release_seat(
     }
     let count = store::count_activations(&mut **tx, &row.id).await?;
     let license = row.view(count, None);
-    events::emit(
-        tx,
-        "license.deactivated",
-        activation_event(&a.into(), &license),
-    )
-    .await?;
+    events::emit(tx, "license.deactivated", activation_event(&a, &license)).await?;
     Ok(true)
 }
 

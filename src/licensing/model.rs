@@ -104,23 +104,11 @@ pub struct License {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ActivationRow {
-    pub id: String,
-    pub license_id: String,
-    pub fingerprint: String,
-    pub name: Option<String>,
-    pub platform: Option<String>,
-    pub hostname: Option<String>,
-    pub created_at: i64,
-    pub last_heartbeat_at: i64,
-}
-
 pub const ACTIVATION_COLUMNS: &str =
     "id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at";
 
-/// The activation object of API.md.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// The activation object of API.md, decoded straight from its row.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Activation {
     #[schema(example = "act_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -131,19 +119,4 @@ pub struct Activation {
     pub hostname: Option<String>,
     pub created_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
-}
-
-impl From<ActivationRow> for Activation {
-    fn from(r: ActivationRow) -> Self {
-        Activation {
-            id: r.id,
-            license_id: r.license_id,
-            fingerprint: r.fingerprint,
-            name: r.name,
-            platform: r.platform,
-            hostname: r.hostname,
-            created_at: Timestamp(r.created_at),
-            last_heartbeat_at: Timestamp(r.last_heartbeat_at),
-        }
-    }
 }

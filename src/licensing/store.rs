@@ -3,7 +3,7 @@
 use sqlx::{Any, AssertSqlSafe, Executor};
 
 use super::cache::Snapshot;
-use super::model::{ACTIVATION_COLUMNS, ActivationRow, LICENSE_COLUMNS, LicenseRow};
+use super::model::{ACTIVATION_COLUMNS, Activation, LICENSE_COLUMNS, LicenseRow};
 use crate::db::Db;
 
 #[derive(sqlx::FromRow)]
@@ -53,7 +53,7 @@ pub async fn license_by_id<'e, E: Executor<'e, Database = Any>>(
 pub async fn activations<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     license_id: &str,
-) -> Result<Vec<ActivationRow>, sqlx::Error> {
+) -> Result<Vec<Activation>, sqlx::Error> {
     let sql =
         format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = $1 ORDER BY id");
     sqlx::query_as(AssertSqlSafe(sql))
@@ -66,7 +66,7 @@ pub async fn activation_by_fingerprint<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     license_id: &str,
     fingerprint: &str,
-) -> Result<Option<ActivationRow>, sqlx::Error> {
+) -> Result<Option<Activation>, sqlx::Error> {
     let sql = format!(
         "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = $1 AND fingerprint = $2"
     );
@@ -80,7 +80,7 @@ pub async fn activation_by_fingerprint<'e, E: Executor<'e, Database = Any>>(
 pub async fn activation_by_id<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: &str,
-) -> Result<Option<ActivationRow>, sqlx::Error> {
+) -> Result<Option<Activation>, sqlx::Error> {
     let sql = format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = $1");
     sqlx::query_as(AssertSqlSafe(sql))
         .bind(id)

@@ -121,6 +121,31 @@ impl Fields {
     }
 }
 
+/// Writes a contact with `sql` (an insert or an update binding `$1` id, `$2` email, `$3`–`$6`
+/// the fields, `$7` now) and reads it back; a taken email is 409 `CONTACT_EXISTS`.
+async fn save(
+    state: &AppState,
+    sql: &'static str,
+    id: &str,
+    email: &str,
+    fields: &Fields,
+) -> Result<ContactRow> {
+    sqlx::query(sql)
+        .bind(id)
+        .bind(email)
+        .bind(&fields.name)
+        .bind(&fields.company)
+        .bind(&fields.phone)
+        .bind(&fields.notes)
+        .bind(now_ms())
+        .execute(&state.db.pool)
+        .await
+        .on_unique(|| Err(exists(email)))?;
+    find(state, id)
+        .await?
+        .ok_or_else(|| Error::no_such("Contact"))
+}
+
 async fn find(state: &AppState, id: &str) -> Result<Option<ContactRow>> {
     let sql = format!("SELECT {COLUMNS} FROM contacts WHERE id = $1");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -176,23 +201,15 @@ pub async fn create_contact(
     c.finish()?;
     let email = email.expect("checked");
     let id = new_id("con");
-    sqlx::query(
+    let row = save(
+        &state,
         "INSERT INTO contacts (id, email, name, company, phone, notes, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        &id,
+        &email,
+        &fields,
     )
-    .bind(&id)
-    .bind(&email)
-    .bind(&fields.name)
-    .bind(&fields.company)
-    .bind(&fields.phone)
-    .bind(&fields.notes)
-    .bind(now_ms())
-    .execute(&state.db.pool)
-    .await
-    .on_unique(|| Err(exists(&email)))?;
-    let row = find(&state, &id)
-        .await?
-        .ok_or_else(|| Error::no_such("Contact"))?;
+    .await?;
     Ok((StatusCode::CREATED, Json(row.view())))
 }
 
@@ -320,23 +337,15 @@ pub async fn update_contact(
     fields.check(&mut c);
     c.finish()?;
     let email = email.expect("checked");
-    sqlx::query(
+    let row = save(
+        &state,
         "UPDATE contacts SET email = $2, name = $3, company = $4, phone = $5, notes = $6, updated_at = $7 \
          WHERE id = $1",
+        &cur.id,
+        &email,
+        &fields,
     )
-    .bind(&cur.id)
-    .bind(&email)
-    .bind(&fields.name)
-    .bind(&fields.company)
-    .bind(&fields.phone)
-    .bind(&fields.notes)
-    .bind(now_ms())
-    .execute(&state.db.pool)
-    .await
-    .on_unique(|| Err(exists(&email)))?;
-    let row = find(&state, &cur.id)
-        .await?
-        .ok_or_else(|| Error::no_such("Contact"))?;
+    .await?;
     Ok(Json(row.view()))
 }
 
