@@ -27,21 +27,9 @@ const Q_MAX: usize = 200;
 
 const COLUMNS: &str = "id, email, name, company, phone, notes, created_at, updated_at";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct ContactRow {
-    id: String,
-    email: String,
-    name: Option<String>,
-    company: Option<String>,
-    phone: Option<String>,
-    notes: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
 /// The contact object. Text is stored and returned exactly as sent (HTML included): clients must
 /// escape it when they render it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Contact {
     #[schema(example = "con_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -57,21 +45,6 @@ pub struct Contact {
     pub notes: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-}
-
-impl ContactRow {
-    fn view(self) -> Contact {
-        Contact {
-            id: self.id,
-            email: self.email,
-            name: self.name,
-            company: self.company,
-            phone: self.phone,
-            notes: self.notes,
-            created_at: Timestamp(self.created_at),
-            updated_at: Timestamp(self.updated_at),
-        }
-    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -129,7 +102,7 @@ async fn save(
     id: &str,
     email: &str,
     fields: &Fields,
-) -> Result<ContactRow> {
+) -> Result<Contact> {
     sqlx::query(sql)
         .bind(id)
         .bind(email)
@@ -146,7 +119,7 @@ async fn save(
         .ok_or_else(|| Error::no_such("Contact"))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Option<ContactRow>> {
+async fn find(state: &AppState, id: &str) -> Result<Option<Contact>> {
     let sql = format!("SELECT {COLUMNS} FROM contacts WHERE id = $1");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -210,7 +183,7 @@ pub async fn create_contact(
         &fields,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(row.view())))
+    Ok((StatusCode::CREATED, Json(row)))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -246,7 +219,7 @@ pub async fn list_contacts(
             contains_pattern(&q.to_lowercase()),
         );
     }
-    let rows = crate::db::list::page::<ContactRow>(
+    let rows = crate::db::list::page::<Contact>(
         &state.db,
         &format!("SELECT {COLUMNS} FROM contacts"),
         "id",
@@ -255,7 +228,7 @@ pub async fn list_contacts(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(ContactRow::view)))
+    Ok(Json(rows))
 }
 
 /// Gets a contact (admin).
@@ -270,7 +243,7 @@ pub async fn get_contact(
     let row = find(&state, &id)
         .await?
         .ok_or_else(|| Error::no_such("Contact"))?;
-    Ok(Json(row.view()))
+    Ok(Json(row))
 }
 
 /// A partial update: absent fields stay, `null` (or a blank string) clears an optional field.
@@ -346,7 +319,7 @@ pub async fn update_contact(
         &fields,
     )
     .await?;
-    Ok(Json(row.view()))
+    Ok(Json(row))
 }
 
 /// Deletes a contact (admin). Its leads stay, unlinked.

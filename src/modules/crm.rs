@@ -24,20 +24,8 @@ pub const SOURCE_MAX: usize = 100;
 
 const COLUMNS: &str = "id, contact_id, email, name, company, message, source, created_at";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct LeadRow {
-    id: String,
-    contact_id: Option<String>,
-    email: String,
-    name: Option<String>,
-    company: Option<String>,
-    message: Option<String>,
-    source: Option<String>,
-    created_at: i64,
-}
-
 /// A lead: one submission of the capture form, as sent (text is never interpreted).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Lead {
     #[schema(example = "led_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -52,21 +40,6 @@ pub struct Lead {
     #[schema(example = "pricing-page")]
     pub source: Option<String>,
     pub created_at: Timestamp,
-}
-
-impl LeadRow {
-    fn view(self) -> Lead {
-        Lead {
-            id: self.id,
-            contact_id: self.contact_id,
-            email: self.email,
-            name: self.name,
-            company: self.company,
-            message: self.message,
-            source: self.source,
-            created_at: Timestamp(self.created_at),
-        }
-    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -203,7 +176,7 @@ pub async fn list_leads(
         // Stored emails are normalised, so the filter is too (an invalid one simply matches nothing).
         f.push("email", "=", e.trim().to_lowercase());
     }
-    let rows = crate::db::list::page::<LeadRow>(
+    let rows = crate::db::list::page::<Lead>(
         &state.db,
         &format!("SELECT {COLUMNS} FROM leads"),
         "id",
@@ -212,7 +185,7 @@ pub async fn list_leads(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(LeadRow::view)))
+    Ok(Json(rows))
 }
 
 #[cfg(test)]

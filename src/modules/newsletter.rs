@@ -175,18 +175,8 @@ pub async fn unsubscribe(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct SubscriberRow {
-    id: String,
-    email: String,
-    status: String,
-    subscribed_at: i64,
-    unsubscribed_at: Option<i64>,
-    created_at: i64,
-}
-
 /// A subscriber as admins see it (never the token or its digest).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Subscriber {
     #[schema(example = "nws_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -199,19 +189,6 @@ pub struct Subscriber {
     pub subscribed_at: Timestamp,
     pub unsubscribed_at: Option<Timestamp>,
     pub created_at: Timestamp,
-}
-
-impl SubscriberRow {
-    fn view(self) -> Subscriber {
-        Subscriber {
-            id: self.id,
-            email: self.email,
-            status: self.status,
-            subscribed_at: Timestamp(self.subscribed_at),
-            unsubscribed_at: self.unsubscribed_at.map(Timestamp),
-            created_at: Timestamp(self.created_at),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -242,7 +219,7 @@ pub async fn list_subscribers(
         }
         f.push("status", "=", s.clone());
     }
-    let rows = crate::db::list::page::<SubscriberRow>(
+    let rows = crate::db::list::page::<Subscriber>(
         &state.db,
         &format!("SELECT {COLUMNS} FROM newsletter_subscribers"),
         "id",
@@ -251,5 +228,5 @@ pub async fn list_subscribers(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(SubscriberRow::view)))
+    Ok(Json(rows))
 }

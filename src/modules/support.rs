@@ -36,20 +36,8 @@ const COLUMNS: &str = "id, user_id, email, subject, message, status, created_at,
 const OWNED_BY: &str = "(user_id = $? OR email = (SELECT u.email FROM users u WHERE u.id = $? \
                         AND (u.self_registered = 0 OR u.email_verified_at IS NOT NULL)))";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct TicketRow {
-    id: String,
-    user_id: Option<String>,
-    email: String,
-    subject: String,
-    message: String,
-    status: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
 /// A support ticket. Text is returned exactly as sent, never interpreted.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Ticket {
     #[schema(example = "tkt_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -66,33 +54,8 @@ pub struct Ticket {
     pub updated_at: Timestamp,
 }
 
-impl TicketRow {
-    fn view(self) -> Ticket {
-        Ticket {
-            id: self.id,
-            user_id: self.user_id,
-            email: self.email,
-            subject: self.subject,
-            message: self.message,
-            status: self.status,
-            created_at: Timestamp(self.created_at),
-            updated_at: Timestamp(self.updated_at),
-        }
-    }
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct ReplyRow {
-    id: String,
-    ticket_id: String,
-    user_id: Option<String>,
-    author: String,
-    message: String,
-    created_at: i64,
-}
-
 /// A reply on a ticket.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Reply {
     #[schema(example = "rpl_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -103,19 +66,6 @@ pub struct Reply {
     pub author: String,
     pub message: String,
     pub created_at: Timestamp,
-}
-
-impl ReplyRow {
-    fn view(self) -> Reply {
-        Reply {
-            id: self.id,
-            ticket_id: self.ticket_id,
-            user_id: self.user_id,
-            author: self.author,
-            message: self.message,
-            created_at: Timestamp(self.created_at),
-        }
-    }
 }
 
 /// A ticket with its replies, oldest reply first.
@@ -135,14 +85,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Loads a ticket `p` may see: any for admins, their own for customers; else 404.
-async fn visible(state: &AppState, p: &Principal, id: &str) -> Result<TicketRow> {
+async fn visible(state: &AppState, p: &Principal, id: &str) -> Result<Ticket> {
     let mut f = Filters::default();
     f.push("id", "=", id);
     if !p.sees_all() {
         f.push_raw(OWNED_BY, p.user_id.clone());
     }
     let sql = format!("SELECT {COLUMNS} FROM support_tickets{}", f.where_sql());
-    let mut q = sqlx::query_as::<_, TicketRow>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_as::<_, Ticket>(sqlx::AssertSqlSafe(sql));
     for a in &f.args {
         q = q.bind(a.clone());
     }
@@ -151,8 +101,8 @@ async fn visible(state: &AppState, p: &Principal, id: &str) -> Result<TicketRow>
         .ok_or_else(|| Error::no_such("Ticket"))
 }
 
-async fn with_replies(state: &AppState, t: TicketRow) -> Result<TicketWithReplies> {
-    let replies: Vec<ReplyRow> = sqlx::query_as(
+async fn with_replies(state: &AppState, t: Ticket) -> Result<TicketWithReplies> {
+    let replies: Vec<Reply> = sqlx::query_as(
         "SELECT id, ticket_id, user_id, author, message, created_at FROM support_replies \
          WHERE ticket_id = $1 ORDER BY id",
     )
@@ -160,8 +110,8 @@ async fn with_replies(state: &AppState, t: TicketRow) -> Result<TicketWithReplie
     .fetch_all(&state.db.pool)
     .await?;
     Ok(TicketWithReplies {
-        ticket: t.view(),
-        replies: replies.into_iter().map(ReplyRow::view).collect(),
+        ticket: t,
+        replies: replies,
     })
 }
 
@@ -270,7 +220,7 @@ pub async fn list_tickets(
     if !p.sees_all() {
         f.push_raw(OWNED_BY, p.user_id.clone());
     }
-    let rows = crate::db::list::page::<TicketRow>(
+    let rows = crate::db::list::page::<Ticket>(
         &state.db,
         &format!("SELECT {COLUMNS} FROM support_tickets"),
         "id",
@@ -279,7 +229,7 @@ pub async fn list_tickets(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(TicketRow::view)))
+    Ok(Json(rows))
 }
 
 /// Gets a ticket with its replies (admin, or the customer who owns it).
