@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use ecosire::http::ratelimit::{Limits, LimitsConfig};
+use ecosire::config::LimitsConfig;
+use ecosire::http::ratelimit::Limits;
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -3,14 +3,12 @@
 //! docs/configuration.md all come from it, and a test checks that the parser reads exactly it.
 //! A bad value stops the start with one line naming the variable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-
-use crate::http::ratelimit::{BUCKETS, Rule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -79,7 +77,7 @@ pub struct Config {
     /// variable).
     pub webhook_disable_after: Duration,
     /// `ECOSIRE_RATE_LIMIT_<BUCKET>` and `ECOSIRE_QUOTA_PLANS`: rate-limit rules and daily quotas.
-    pub limits: crate::http::ratelimit::LimitsConfig,
+    pub limits: LimitsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -994,5 +992,74 @@ mod tests {
         );
         assert_eq!(dir("sqlite:x.db"), PathBuf::from("."));
         assert_eq!(dir("postgres://h/db"), PathBuf::from("data"));
+    }
+}
+
+/// One row of the rate-limit table: `limit` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub limit: u32,
+    pub period: Duration,
+}
+
+impl Rule {
+    pub const fn per_minute(limit: u32) -> Rule {
+        Rule {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+    /// Parses `30/min`, `5/s`, `1000/h`, `2000/day`.
+    pub fn parse(s: &str) -> Option<Rule> {
+        let (n, unit) = s.trim().split_once('/')?;
+        let limit: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return None,
+        };
+        Some(Rule { limit, period })
+    }
+}
+
+/// The buckets, by name. Names are also the suffix of their `ECOSIRE_RATE_LIMIT_<NAME>` variable.
+pub const BUCKETS: &[(&str, Rule)] = &[
+    ("support", Rule::per_minute(5)),
+    ("crm", Rule::per_minute(10)),
+    ("ask", Rule::per_minute(20)),
+    ("validate", Rule::per_minute(30)),
+    ("activate", Rule::per_minute(10)),
+    ("newsletter", Rule::per_minute(5)),
+    ("login", Rule::per_minute(10)),
+    ("register", Rule::per_minute(10)),
+    ("authenticated", Rule::per_minute(100)),
+    ("anonymous", Rule::per_minute(300)),
+];
+
+/// Rate-limit configuration: the rules and the daily quota per plan (`None`: unlimited).
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub rules: HashMap<String, Rule>,
+    pub plans: HashMap<String, Option<u64>>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            rules: BUCKETS.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+            plans: [("free".to_string(), Some(1000))].into_iter().collect(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The daily quota of `plan` (unknown plans get the free plan's).
+    pub fn quota_for(&self, plan: &str) -> Option<u64> {
+        match self.plans.get(plan) {
+            Some(q) => *q,
+            None => self.plans.get("free").copied().flatten(),
+        }
     }
 }

@@ -233,7 +233,7 @@ impl IntoResponse for Error {
             retry_after_s,
         } = self
         {
-            return crate::http::ratelimit::too_many(code, message, retry_after_s);
+            return too_many(code, message, retry_after_s);
         }
         let status = self.status_code();
         let code = self.code();
@@ -303,4 +303,12 @@ pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.is_foreign_key_violation(),
         _ => false,
     }
+}
+
+/// `Retry-After` for a 429 built from an `Error::TooMany`.
+pub fn too_many(code: &str, message: String, retry_after_s: u64) -> Response {
+    let mut res = problem(StatusCode::TOO_MANY_REQUESTS, code, message, None);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    res
 }

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod crypto;

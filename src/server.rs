@@ -83,11 +83,15 @@ pub fn app(state: AppState) -> Router {
         // Router-level layers wrap each route, so they see its MatchedPath; the last is outermost.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::http::ratelimit::middleware,
+            crate::auth::limits::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::ratelimit::headers,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,
-            crate::http::accounting::middleware,
+            crate::auth::accounting::middleware,
         ))
         .layer(axum::middleware::from_fn(crate::ops::metrics::middleware))
         .layer(axum::middleware::from_fn(move |req, next| {

@@ -74,6 +74,23 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+// Stored as integer unix milliseconds on both backends, so rows decode straight into the objects
+// API.md shows (no `*Row` twin just to wrap the number).
+impl sqlx::Type<sqlx::Any> for Timestamp {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <i64 as sqlx::Type<sqlx::Any>>::type_info()
+    }
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for Timestamp {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(Timestamp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,22 +113,5 @@ mod tests {
             1_798_761_600
         );
         assert!(Timestamp::parse("yesterday").is_none());
-    }
-}
-
-// Stored as integer unix milliseconds on both backends, so rows decode straight into the objects
-// API.md shows (no `*Row` twin just to wrap the number).
-impl sqlx::Type<sqlx::Any> for Timestamp {
-    fn type_info() -> sqlx::any::AnyTypeInfo {
-        <i64 as sqlx::Type<sqlx::Any>>::type_info()
-    }
-    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
-        <i64 as sqlx::Type<sqlx::Any>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Any> for Timestamp {
-    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        <i64 as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(Timestamp)
     }
 }

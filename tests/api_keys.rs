@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use axum::http::Method;
 use common::{ADMIN_EMAIL, TestApp, TestResponse};
-use ecosire::accounts::api_keys::{ApiKeyToken, Environment};
+use ecosire::auth::{ApiKeyToken, Environment};
 use ecosire::timestamp::{Timestamp, now_ms};
 use serde_json::{Value, json};
 use sqlx::Row;

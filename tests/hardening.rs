@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::{TestApp, TestResponse};
-use ecosire::http::ratelimit::Rule;
+use ecosire::config::Rule;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -765,7 +765,7 @@ async fn forged_tokens_are_401() {
 
 #[tokio::test]
 async fn validly_signed_but_wrong_tokens_are_401() {
-    use ecosire::accounts::sessions::{SESSION_AUDIENCE, SessionClaims};
+    use ecosire::auth::{SESSION_AUDIENCE, SessionClaims};
     let app = TestApp::new().await;
     let token = app.admin_token.clone();
     let p = token.split('.').nth(1).unwrap();

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request};
 use common::{TestApp, TestResponse};
-use ecosire::http::ratelimit::Rule;
+use ecosire::config::Rule;
 use serde_json::{Value, json};
 
 async fn limited_app(tweak: impl FnOnce(&mut ecosire::config::Config)) -> TestApp {

@@ -8,153 +8,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::users::Role;
-use crate::crypto::{new_id, random_base62, sha256_hex};
+use crate::auth::KeyManager;
+use crate::auth::{ApiKeyToken, Environment, Role, Scope};
+use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result};
-use crate::http::auth::KeyManager;
 use crate::http::checks::Checks;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scope {
-    ReadOnly,
-    ReadWrite,
-    Admin,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::ReadOnly => "read-only",
-            Scope::ReadWrite => "read-write",
-            Scope::Admin => "admin",
-        }
-    }
-    pub fn parse(s: &str) -> Scope {
-        match s {
-            "admin" => Scope::Admin,
-            "read-write" => Scope::ReadWrite,
-            _ => Scope::ReadOnly,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    #[default]
-    Live,
-    Test,
-}
-
-impl Environment {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Live => "live",
-            Environment::Test => "test",
-        }
-    }
-    pub fn parse(s: &str) -> Environment {
-        if s == "test" {
-            Environment::Test
-        } else {
-            Environment::Live
-        }
-    }
-}
-
-/// A plaintext API key. `Debug` shows only its non-secret prefix.
-#[derive(Clone)]
-pub struct ApiKeyToken(String);
-
-impl std::fmt::Debug for ApiKeyToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeyToken({}…)", self.prefix())
-    }
-}
-
-const SECRET_LEN: usize = 32;
-
-impl ApiKeyToken {
-    pub fn generate(env: Environment) -> Self {
-        ApiKeyToken(format!(
-            "ecos_{}_{}",
-            env.as_str(),
-            random_base62(SECRET_LEN)
-        ))
-    }
-    /// `Some` when `s` has the shape of an API key (so it is never mistaken for a JWT).
-    pub fn parse(s: &str) -> Option<Self> {
-        let rest = s
-            .strip_prefix("ecos_live_")
-            .or_else(|| s.strip_prefix("ecos_test_"))?;
-        (rest.len() == SECRET_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
-            .then(|| ApiKeyToken(s.to_string()))
-    }
-    pub fn looks_like(s: &str) -> bool {
-        s.starts_with("ecos_live_") || s.starts_with("ecos_test_")
-    }
-    pub fn digest(&self) -> String {
-        sha256_hex(self.0.as_bytes())
-    }
-    /// The non-secret hint shown in listings: the environment prefix and 4 characters.
-    pub fn prefix(&self) -> String {
-        self.0[..14].to_string()
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// What authentication learns from a key.
-#[derive(Debug, Clone)]
-pub struct KeyIdentity {
-    pub id: String,
-    pub user_id: String,
-    pub role: Role,
-    pub scope: Scope,
-    pub environment: Environment,
-    pub plan: String,
-}
-
-/// Looks up a live (not revoked, not expired) key.
-pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Option<KeyIdentity>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: String,
-        user_id: String,
-        scope: String,
-        environment: String,
-        expires_at: Option<i64>,
-        revoked_at: Option<i64>,
-        role: String,
-        plan: String,
-    }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role, u.plan \
-         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1",
-    )
-    .bind(token.digest())
-    .fetch_optional(&state.db.pool)
-    .await?;
-    let now = now_ms();
-    Ok(row.and_then(|r| {
-        let live = r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now);
-        live.then(|| KeyIdentity {
-            id: r.id,
-            user_id: r.user_id,
-            role: Role::parse(&r.role),
-            scope: Scope::parse(&r.scope),
-            environment: Environment::parse(&r.environment),
-            plan: r.plan,
-        })
-    }))
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct KeyRow {
@@ -356,11 +219,7 @@ pub async fn list_api_keys(
     Ok(Json(rows.map(KeyRow::view)))
 }
 
-async fn visible_key(
-    state: &AppState,
-    p: &crate::http::auth::Principal,
-    id: &str,
-) -> Result<KeyRow> {
+async fn visible_key(state: &AppState, p: &crate::auth::Principal, id: &str) -> Result<KeyRow> {
     let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
     let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)

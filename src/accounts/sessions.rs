@@ -8,25 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::users::{self, Role, User};
+use super::users::{self, User};
+use crate::auth::{COOKIE_NAME, Principal, Role, SESSION_AUDIENCE, SessionClaims};
 use crate::crypto::{random_base62, sha256_hex};
 use crate::error::{Error, Result};
-use crate::http::auth::{COOKIE_NAME, Principal};
 use crate::http::extract::Json;
 use crate::state::AppState;
 use crate::timestamp::now_ms;
-
-pub const SESSION_AUDIENCE: &str = "ecosire:session";
-
-#[derive(Serialize, Deserialize)]
-pub struct SessionClaims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub sid: String,
-    pub iat: i64,
-    pub exp: i64,
-}
 
 /// Creates a session for `user_id` and returns its JWT.
 pub async fn start_session(state: &AppState, user_id: &str) -> Result<String> {
@@ -51,52 +39,6 @@ pub async fn start_session(state: &AppState, user_id: &str) -> Result<String> {
         exp: (now + ttl_ms) / 1000,
     };
     Ok(state.keys.session.sign(&claims))
-}
-
-/// Checks a session JWT (signature, type, audience, issuer, expiry) and that its session is still
-/// live; returns the user id, role and session digest.
-pub async fn check_session(state: &AppState, token: &str) -> Result<Option<SessionInfo>> {
-    let signer = &state.keys.session;
-    let vk = signer.verifying_key();
-    let Ok(claims) = crate::jws::verify::<SessionClaims>(token, "at+jwt", |kid| {
-        (kid == signer.kid).then_some(vk)
-    }) else {
-        return Ok(None);
-    };
-    let now = now_ms();
-    if claims.aud != SESSION_AUDIENCE
-        || claims.iss != state.config.token_issuer
-        || claims.exp * 1000 <= now
-    {
-        return Ok(None);
-    }
-    let digest = sha256_hex(claims.sid.as_bytes());
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT u.id, u.role, u.plan FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.id_digest = $1 AND s.expires_at > $2",
-    )
-    .bind(&digest)
-    .bind(now)
-    .fetch_optional(&state.db.pool)
-    .await?;
-    Ok(row
-        .filter(|(id, _, _)| *id == claims.sub)
-        .map(|(user_id, role, plan)| SessionInfo {
-            user_id,
-            role: Role::parse(&role),
-            plan,
-            digest,
-        }))
-}
-
-/// A live session, as authentication learns it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub user_id: String,
-    pub role: Role,
-    pub plan: String,
-    /// The stored SHA-256 of the session id.
-    pub digest: String,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

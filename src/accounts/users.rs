@@ -5,36 +5,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::{Admin, Role};
 use crate::crypto::new_id;
 use crate::error::{Error, Result, ResultExt};
-use crate::http::auth::Admin;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Customer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Customer => "customer",
-        }
-    }
-    pub fn parse(s: &str) -> Role {
-        if s == "admin" {
-            Role::Admin
-        } else {
-            Role::Customer
-        }
-    }
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {

@@ -1,7 +1,7 @@
-//! What is sold: products, and the orders and subscriptions that Stripe events create.
+//! What was paid: Stripe events (inbound), and the orders and subscriptions they create. Licenses
+//! are granted through `licensing`; billing calls licensing, never the reverse.
 
 pub mod orders;
-pub mod products;
 pub mod stripe;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    products::router().merge(orders::router()).merge(
+    orders::router().merge(
         // Stripe events can be larger than our usual 64 KiB body limit.
         stripe::router().layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
     )

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::catalog;
+use crate::auth::Admin;
 use crate::crypto::{new_id, random_base62};
 use crate::db::Filters;
 use crate::error::{Error, Result};
-use crate::http::auth::Admin;
 use crate::http::checks::Checks;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};
@@ -483,7 +483,7 @@ pub async fn list_notices(
     let f = Filters::default();
     let rows = crate::db::list::page::<(String, String, Option<String>, String, i64)>(
         &state.db,
-        &format!("SELECT id, kind, subject_id, message, created_at FROM notices"),
+        "SELECT id, kind, subject_id, message, created_at FROM notices",
         "id",
         f,
         &req,

@@ -1,7 +1,6 @@
-//! HTTP plumbing shared by every module: extractors, access, pagination, request ids.
+//! HTTP plumbing shared by every module and knowing none: connections and their deadlines, body
+//! and query extractors, field checks, pagination, request ids, client IPs, the rate limiter.
 
-pub mod accounting;
-pub mod auth;
 pub mod checks;
 pub mod client_ip;
 pub mod extract;

@@ -18,87 +18,19 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use crate::config::{BUCKETS, LimitsConfig, Rule};
 use crate::error::Error;
 use crate::state::AppState;
-
-/// One row of the rate-limit table: `limit` requests per `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rule {
-    pub limit: u32,
-    pub period: Duration,
-}
-
-impl Rule {
-    pub const fn per_minute(limit: u32) -> Rule {
-        Rule {
-            limit,
-            period: Duration::from_secs(60),
-        }
-    }
-    /// Parses `30/min`, `5/s`, `1000/h`, `2000/day`.
-    pub fn parse(s: &str) -> Option<Rule> {
-        let (n, unit) = s.trim().split_once('/')?;
-        let limit: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
-        let period = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            "d" | "day" => Duration::from_secs(86_400),
-            _ => return None,
-        };
-        Some(Rule { limit, period })
-    }
-}
-
-/// The buckets, by name. Names are also the suffix of their `ECOSIRE_RATE_LIMIT_<NAME>` variable.
-pub const BUCKETS: &[(&str, Rule)] = &[
-    ("support", Rule::per_minute(5)),
-    ("crm", Rule::per_minute(10)),
-    ("ask", Rule::per_minute(20)),
-    ("validate", Rule::per_minute(30)),
-    ("activate", Rule::per_minute(10)),
-    ("newsletter", Rule::per_minute(5)),
-    ("login", Rule::per_minute(10)),
-    ("register", Rule::per_minute(10)),
-    ("authenticated", Rule::per_minute(100)),
-    ("anonymous", Rule::per_minute(300)),
-];
-
-/// Rate-limit configuration: the rules and the daily quota per plan (`None`: unlimited).
-#[derive(Debug, Clone)]
-pub struct LimitsConfig {
-    pub rules: HashMap<String, Rule>,
-    pub plans: HashMap<String, Option<u64>>,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            rules: BUCKETS.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
-            plans: [("free".to_string(), Some(1000))].into_iter().collect(),
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The daily quota of `plan` (unknown plans get the free plan's).
-    pub fn quota_for(&self, plan: &str) -> Option<u64> {
-        match self.plans.get(plan) {
-            Some(q) => *q,
-            None => self.plans.get("free").copied().flatten(),
-        }
-    }
-}
 
 type Limiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -342,70 +274,24 @@ impl Limits {
     }
 }
 
-/// Which public bucket a route belongs to.
-fn bucket_for(method: &Method, path: &str) -> Option<&'static str> {
-    if method != Method::POST {
-        return None;
-    }
-    Some(match path {
-        "/api/support" => "support",
-        "/api/crm/capture" => "crm",
-        "/api/ecosire-ai/ask" => "ask",
-        "/api/licenses/validate" => "validate",
-        "/api/licenses/activate" => "activate",
-        "/api/newsletter/subscribe" => "newsletter",
-        "/api/auth/login" => "login",
-        "/api/auth/register" => "register",
-        _ => return None,
-    })
-}
-
 /// `ip:<address>` for a request, the key of every per-IP bucket.
-fn ip_key(parts: &Parts, state: &AppState) -> String {
+pub fn ip_key(parts: &Parts, state: &AppState) -> String {
     match super::client_ip::client_ip(parts, &state.config.trusted_proxies) {
         Some(ip) => format!("ip:{ip}"),
         None => "ip:unknown".into(),
     }
 }
 
-/// Checks the public buckets, charges every other request to its verified caller or its IP, and
-/// writes the rate-limit headers on every response.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Gives every request a `RateSlot` and writes what the checks left in it as `X-RateLimit-*` /
+/// `X-Quota-*` headers on the response, whatever its status. Who is charged to which bucket is
+/// decided inside it (`auth::limits`, the hot path's `RateContext`).
+pub async fn headers(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if !state.limits.enabled {
         return next.run(req).await;
     }
     let slot = RateSlot::default();
-    let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(slot.clone());
-    let path = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    let verdict = match bucket_for(&parts.method, &path) {
-        // The hot path charges its own bucket once it has parsed the key (`RateContext`).
-        Some("validate" | "activate") => Ok(()),
-        // Per principal once its credentials verify, else per IP.
-        Some("ask") => {
-            let key = match super::auth::resolve(&mut parts, &state).await {
-                Ok(Some(p)) => format!("user:{}", p.user_id),
-                _ => ip_key(&parts, &state),
-            };
-            state.limits.check("ask", &key, Some(&slot))
-        }
-        Some(b) => state.limits.check(b, &ip_key(&parts, &state), Some(&slot)),
-        None => match super::auth::resolve(&mut parts, &state).await {
-            Ok(p) => super::auth::charge(&mut parts, &state, p.as_ref()),
-            Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
-                super::auth::charge(&mut parts, &state, None)
-            }
-            Err(e) => Err(e),
-        },
-    };
-    let mut res = match verdict {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(e) => e.into_response(),
-    };
+    req.extensions_mut().insert(slot.clone());
+    let mut res = next.run(req).await;
     write_headers(res.headers_mut(), &slot);
     res
 }
@@ -456,16 +342,6 @@ fn write_headers(h: &mut HeaderMap, slot: &RateSlot) {
         h.insert("x-quota-limit", HeaderValue::from(*limit));
         h.insert("x-quota-remaining", HeaderValue::from(*remaining));
     }
-}
-
-/// `Retry-After` for a 429 built from an `Error::TooMany`.
-pub fn too_many(code: &str, message: String, retry_after_s: u64) -> Response {
-    let mut res = crate::error::problem(StatusCode::TOO_MANY_REQUESTS, code, message, None);
-    res.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        HeaderValue::from(retry_after_s),
-    );
-    res
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub async fn activate_license(
     } else {
         StatusCode::OK
     };
-    let (license, activation) = (seat.license, Activation::from(seat.activation));
+    let (license, activation) = (seat.license, seat.activation);
     let (token, _) = token::sign(
         &state.keys.license,
         &state.config.token_issuer,
@@ -195,7 +195,7 @@ pub async fn heartbeat_license(
         now,
     );
     Ok(Json(HeartbeatResponse {
-        activation: a.into(),
+        activation: a,
         token,
     }))
 }

@@ -10,11 +10,11 @@ use super::key::LicenseKey;
 use super::lifecycle::{self, Change};
 use super::model::{Activation, LICENSE_COLUMNS, License, LicenseRow, LicenseStatus};
 use super::store;
+use crate::auth::{Admin, Principal};
 use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
 use crate::events;
-use crate::http::auth::{Admin, Principal};
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, OptionalJson, Path, Query};
 use crate::http::pagination::{Page, PageParams};
@@ -124,7 +124,7 @@ pub async fn create_license(
         None => None,
     };
     c.finish()?;
-    let product = crate::billing::products::find(&state, &req.product_id)
+    let product = crate::licensing::products::find(&state, &req.product_id)
         .await?
         .ok_or_else(|| Error::invalid("product_id", "no such product"))?;
     let mut tx = state.db.begin().await?;
@@ -380,11 +380,7 @@ pub async fn list_license_activations(
     Path(id): Path<String>,
 ) -> Result<Json<Page<Activation>>> {
     let (row, _) = visible(&state, &principal, &id).await?;
-    let data = store::activations(&state.db.pool, &row.id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let data = store::activations(&state.db.pool, &row.id).await?;
     Ok(Json(Page {
         data,
         next_cursor: None,

@@ -1,6 +1,7 @@
 //! Licensing: the read path (`validate`), the key holder's write path (`activate`), every state
 //! change (`lifecycle`, the one writer), the pure decision (`decide`), signed tokens, the snapshot
-//! cache, the heartbeat `reaper`, and license administration (`admin`).
+//! cache, the heartbeat `reaper`, license administration (`admin`), and the `products` whose
+//! terms (seats, duration, offline lease, heartbeat timeout, entitlements) licenses follow.
 
 pub mod activate;
 pub mod admin;
@@ -10,6 +11,7 @@ pub mod key;
 pub mod keyring;
 pub mod lifecycle;
 pub mod model;
+pub mod products;
 pub mod reaper;
 pub mod store;
 pub mod token;
@@ -23,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    products::router()
         .routes(routes!(validate::validate_license))
         .routes(routes!(activate::activate_license))
         .routes(routes!(activate::deactivate_license))

@@ -34,7 +34,7 @@ pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>
         r.product_slug,
         r.offline_lease_days,
         r.heartbeat_timeout_s,
-        acts.into_iter().map(Into::into).collect(),
+        acts,
     )))
 }
 

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::Admin;
 use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::Result;
-use crate::http::auth::Admin;
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, Query};
 use crate::http::pagination::{Page, PageParams};

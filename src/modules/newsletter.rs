@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::Admin;
 use crate::crypto::{new_id, random_base62, sha256_hex};
 use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
-use crate::http::auth::Admin;
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, Query};
 use crate::http::pagination::{Page, PageParams};

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::{Admin, MaybePrincipal, Principal};
 use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result};
-use crate::http::auth::{Admin, MaybePrincipal, Principal};
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};
@@ -109,10 +109,7 @@ async fn with_replies(state: &AppState, t: Ticket) -> Result<TicketWithReplies> 
     .bind(&t.id)
     .fetch_all(&state.db.pool)
     .await?;
-    Ok(TicketWithReplies {
-        ticket: t,
-        replies: replies,
-    })
+    Ok(TicketWithReplies { ticket: t, replies })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::Admin;
 use crate::crypto::new_id;
 use crate::db::{Db, Filters};
 use crate::error::{Error, Result};
-use crate::http::auth::Admin;
 use crate::http::extract::{Json, Query};
 use crate::http::pagination::{Page, PageParams};
 use crate::state::AppState;
@@ -204,7 +204,7 @@ pub async fn list_audit_log(
     }
     let rows = crate::db::list::page::<AuditRow>(
         &state.db,
-        &format!("SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log"),
+        "SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log",
         "id",
         f,
         &req,

@@ -47,7 +47,7 @@ impl Modify for Security {
         components.add_security_scheme(
             "cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::http::auth::COOKIE_NAME,
+                crate::auth::COOKIE_NAME,
                 "The HttpOnly session cookie set by login; writes need an allowed Origin or X-Requested-With",
             ))),
         );

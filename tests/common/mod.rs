@@ -210,7 +210,7 @@ impl TestApp {
             email,
             "Customer",
             Some(&hash),
-            ecosire::accounts::users::Role::Customer,
+            ecosire::auth::Role::Customer,
         )
         .await
         .unwrap()

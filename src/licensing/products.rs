@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::Admin;
 use crate::crypto::new_id;
 use crate::error::{Error, Result, ResultExt};
-use crate::http::auth::Admin;
 use crate::http::checks::Checks;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageParams};

@@ -5,8 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::{Method, header, request::Parts};
 
-use crate::accounts::api_keys::{self, ApiKeyToken, Environment, Scope};
-use crate::accounts::users::Role;
+use super::credentials::{self, ApiKeyToken, Environment, Role, Scope};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -140,7 +139,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
     };
     if !from_cookie && ApiKeyToken::looks_like(token) {
         let key = ApiKeyToken::parse(token).ok_or(Error::Unauthenticated)?;
-        let k = api_keys::authenticate(state, &key)
+        let k = credentials::authenticate(state, &key)
             .await?
             .ok_or(Error::Unauthenticated)?;
         return Ok(Some(Principal {
@@ -154,7 +153,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
             },
         }));
     }
-    let Some(session) = crate::accounts::sessions::check_session(state, token).await? else {
+    let Some(session) = credentials::check_session(state, token).await? else {
         return Err(Error::Unauthenticated);
     };
     if from_cookie && !csrf_ok(parts, state) {
@@ -233,7 +232,7 @@ pub fn charge(
     parts.extensions.insert(Charged);
     let slot = parts
         .extensions
-        .get::<super::ratelimit::RateSlot>()
+        .get::<crate::http::ratelimit::RateSlot>()
         .cloned();
     match principal {
         Some(p) => {
@@ -252,7 +251,7 @@ pub fn charge(
             Ok(())
         }
         None => {
-            let ip = super::client_ip::client_ip(parts, &state.config.trusted_proxies)
+            let ip = crate::http::client_ip::client_ip(parts, &state.config.trusted_proxies)
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "unknown".into());
             state

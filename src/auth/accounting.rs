@@ -8,8 +8,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::auth::{Credential, Principal};
-use crate::accounts::api_keys::Environment;
+use super::{Credential, Environment, Principal, Role};
 use crate::ops::audit::AuditEntry;
 use crate::state::AppState;
 use crate::timestamp::now_ms;
@@ -28,9 +27,7 @@ fn audited(p: &Principal, method: &Method, path: &str) -> bool {
             ..
         }
     );
-    live_key
-        || (writes
-            && (p.role == crate::accounts::users::Role::Admin || path.starts_with("/api/api-keys")))
+    live_key || (writes && (p.role == Role::Admin || path.starts_with("/api/api-keys")))
 }
 
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -39,12 +36,12 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let method = req.method().clone();
     let request_id = req
         .headers()
-        .get(super::request_id::HEADER)
+        .get(crate::http::request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
-    let ip = super::client_ip::client_ip(&parts, &state.config.trusted_proxies);
+    let ip = crate::http::client_ip::client_ip(&parts, &state.config.trusted_proxies);
     let route = parts
         .extensions
         .get::<axum::extract::MatchedPath>()
@@ -57,7 +54,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     tracing::info!(
         target: "ecosire::access",
         request_id = request_id.as_deref(),
-        method = super::method_label(&method),
+        method = crate::http::method_label(&method),
         route = route.as_deref().unwrap_or("unmatched"),
         status = res.status().as_u16(),
         latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
@@ -82,7 +79,7 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
                     Credential::ApiKey { id, .. } => Some(id.clone()),
                     _ => None,
                 },
-                method: super::method_label(&method).to_string(),
+                method: crate::http::method_label(&method).to_string(),
                 path,
                 status: i64::from(status),
                 client_ip: ip.map(|i| i.to_string()),
