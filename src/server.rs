@@ -29,12 +29,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::licensing::router())
         .merge(crate::accounts::router())
         .merge(crate::billing::router())
-        .merge(crate::ops::health::router())
-        .merge(crate::ops::audit::router())
-        .merge(crate::ops::metrics::router())
-        .merge(crate::events::endpoints::router())
-        .merge(crate::events::catalog::router())
+        .merge(crate::events::router())
         .merge(crate::modules::router())
+        .merge(crate::ops::router())
 }
 
 /// The OpenAPI document of every route.

@@ -4,16 +4,13 @@ use std::collections::HashSet;
 
 use axum::http::Method;
 use common::TestApp;
+use common::{fields, ids, now_ms};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const DAY_MS: i64 = 86_400_000;
 const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 /// An RFC 3339 timestamp from the API, as unix milliseconds.
 #[track_caller]
@@ -41,24 +38,6 @@ fn is_license_key(k: &str) -> bool {
 }
 
 /// The `field` names of a 422's `details`.
-fn fields(problem: &Value) -> Vec<String> {
-    problem["details"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no details: {problem}"))
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data: {page}"))
-        .iter()
-        .map(|l| l["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn id(v: &Value) -> String {
     v["id"]
         .as_str()

@@ -3,6 +3,7 @@ mod common;
 use std::collections::HashSet;
 
 use axum::http::Method;
+use common::ids;
 use common::{ADMIN_EMAIL, TestApp, TestResponse};
 use ecosire::auth::{ApiKeyToken, Environment};
 use ecosire::timestamp::{Timestamp, now_ms};
@@ -51,15 +52,6 @@ async fn admin_id(app: &TestApp) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data: {page}"))
-        .iter()
-        .map(|v| v["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// A license of `user_id` with one activation: returns (license id, activation id).

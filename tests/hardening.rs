@@ -222,17 +222,6 @@ async fn a_self_registered_account_cannot_read_or_answer_tickets_filed_under_its
 
 // --- 6. U+0000 in any text input -------------------------------------------------------------
 
-fn field_names(r: &TestResponse) -> Vec<String> {
-    r.body["details"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .map(|f| f["field"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn nul_characters_are_refused_with_422_naming_the_field_or_404_in_paths() {
     let app = TestApp::new().await;
@@ -280,7 +269,7 @@ async fn nul_characters_are_refused_with_422_naming_the_field_or_404_in_paths() 
         let r = app.post(path, body, None).await;
         r.expect_problem(422, "VALIDATION_FAILED");
         assert_eq!(
-            field_names(&r),
+            common::fields(&r.body),
             vec![field.to_string()],
             "{path}: {}",
             r.text
@@ -293,7 +282,7 @@ async fn nul_characters_are_refused_with_422_naming_the_field_or_404_in_paths() 
         )
         .await;
     r.expect_problem(422, "VALIDATION_FAILED");
-    assert_eq!(field_names(&r), vec!["metadata.note".to_string()]);
+    assert_eq!(common::fields(&r.body), vec!["metadata.note".to_string()]);
     app.admin_get("/api/products/%00")
         .await
         .expect_problem(404, "NOT_FOUND");
@@ -302,7 +291,7 @@ async fn nul_characters_are_refused_with_422_naming_the_field_or_404_in_paths() 
         .expect_problem(404, "NOT_FOUND");
     let r = app.admin_get("/api/contacts?q=%00").await;
     r.expect_problem(422, "VALIDATION_FAILED");
-    assert_eq!(field_names(&r), vec!["q".to_string()]);
+    assert_eq!(common::fields(&r.body), vec!["q".to_string()]);
     let r = app.admin_get("/api/licenses?status=active%00").await;
     r.expect_problem(422, "VALIDATION_FAILED");
     // A backslash followed by u0000 as text is not a NUL and is stored as sent.
@@ -507,7 +496,7 @@ async fn renew_without_a_body_names_its_fields_and_revoked_is_409_as_documented(
         )
         .await;
     r.expect_problem(422, "VALIDATION_FAILED");
-    assert_eq!(field_names(&r), vec!["expires_at", "extend_days"]);
+    assert_eq!(common::fields(&r.body), vec!["expires_at", "extend_days"]);
 
     app.admin_post(&format!("/api/licenses/{id}/revoke"), json!({}))
         .await

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestApp;
+use common::now_ms;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
@@ -25,10 +26,6 @@ const ISSUER: &str = "ecosire";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn now_ms() -> i64 {
-    ecosire::timestamp::now_ms()
-}
 
 /// Unix milliseconds as an RFC 3339 string, for request bodies.
 fn rfc3339(ms: i64) -> String {

@@ -4,6 +4,7 @@ mod common;
 // the newsletter and the documentation assistant.
 
 use common::TestApp;
+use common::{fields, ids};
 use serde_json::{Value, json};
 
 const NO_ANSWER: &str = "I don't know: nothing in the ECOSIRE documentation answers that.";
@@ -12,26 +13,6 @@ const UNKNOWN_TICKET: &str = "/api/support/tickets/tkt_01JDZ8Q6W3M5X7Y9Z0A1B2C3D
 const XSS: &str = "<script>alert('x')</script><img src=x onerror=alert(1)> & \"quotes\"";
 
 /// The `field` names of a 422's `details`.
-#[track_caller]
-fn fields(problem: &Value) -> Vec<String> {
-    problem["details"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no details: {problem}"))
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_string())
-        .collect()
-}
-
-#[track_caller]
-fn ids(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no data: {page}"))
-        .iter()
-        .map(|x| x["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[track_caller]
 fn id(v: &Value) -> String {
     v["id"]

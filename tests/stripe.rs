@@ -6,10 +6,10 @@ mod common;
 // where an older account would send them) and signed here with an independent HMAC.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::Request;
+use common::now_s;
 use common::{TestApp, TestResponse};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -19,13 +19,6 @@ use time::format_description::well_known::Rfc3339;
 
 const SECRET: &str = "whsec_test_secret";
 const DAY_S: i64 = 86_400;
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn uid() -> String {
     uuid::Uuid::now_v7().simple().to_string()

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::TestApp;
+use common::{fields, now_s};
 use ecosire::config::Config;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -43,13 +44,6 @@ const STRIPE_TYPES: [&str; 6] = [
     "charge.refunded",
     "payment_intent.payment_failed",
 ];
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -271,15 +265,6 @@ fn status_codes(delivery: &Value) -> Vec<Option<i64>> {
 }
 
 /// The `field` names of a 422's `details`.
-fn fields(problem: &Value) -> Vec<String> {
-    problem["details"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no details: {problem}"))
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_string())
-        .collect()
-}
-
 async fn outbox_payload(app: &TestApp, event_id: &str) -> String {
     let (payload,): (String,) = sqlx::query_as("SELECT payload FROM outbox WHERE id = $1")
         .bind(event_id)

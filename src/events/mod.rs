@@ -20,9 +20,17 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::crypto::new_id;
 use crate::db::{Db, Tx};
+use crate::state::AppState;
 use crate::timestamp::now_ms;
+
+/// Webhook endpoints and their deliveries (admin), and the public event catalog.
+pub fn router() -> OpenApiRouter<AppState> {
+    endpoints::router().merge(catalog::router())
+}
 
 /// An enabled endpoint's id and filter, as fan-out needs them.
 #[derive(Debug, Clone)]
@@ -51,32 +59,43 @@ async fn subscribers(tx: &mut Tx) -> Result<Vec<Subscriber>, sqlx::Error> {
         .collect())
 }
 
-/// Keeps a license key with its event, sealed (the dispatcher puts it into the body it sends).
-pub async fn attach_key(
-    tx: &mut Tx,
-    data_key: &crate::crypto::DataKey,
-    event_id: &str,
-    key: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET key_sealed = $2 WHERE id = $1")
-        .bind(event_id)
-        .bind(data_key.seal(key.as_bytes(), event_id))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// An event just written to the outbox.
+#[derive(Debug)]
+pub struct Emitted {
+    pub id: String,
+}
+
+impl Emitted {
+    /// Keeps a license key with this event, sealed under the data key: the outbox row never holds
+    /// it in plain text, and the dispatcher opens it into the body it sends (`license.created`,
+    /// `license.reissued`).
+    pub async fn with_key(
+        self,
+        tx: &mut Tx,
+        data_key: &crate::crypto::DataKey,
+        key: &str,
+    ) -> Result<Self, sqlx::Error> {
+        sqlx::query("UPDATE outbox SET key_sealed = $2 WHERE id = $1")
+            .bind(&self.id)
+            .bind(data_key.seal(key.as_bytes(), &self.id))
+            .execute(&mut **tx)
+            .await?;
+        Ok(self)
+    }
 }
 
 /// Records event `kind` with `object` as its `data.object`, and a pending delivery for every
-/// enabled endpoint that subscribes to it. Returns the event id.
-pub async fn emit(tx: &mut Tx, kind: &str, object: Value) -> Result<String, sqlx::Error> {
+/// enabled endpoint that subscribes to it.
+pub async fn emit(tx: &mut Tx, kind: &str, object: Value) -> Result<Emitted, sqlx::Error> {
     let subs = subscribers(tx).await?;
-    emit_to(
+    let id = emit_to(
         tx,
         kind,
         object,
         subs.iter().filter(|s| s.wants(kind)).map(|s| s.id.as_str()),
     )
-    .await
+    .await?;
+    Ok(Emitted { id })
 }
 
 /// Records an event and deliveries to exactly `endpoint_ids`.

@@ -224,14 +224,14 @@ pub async fn insert_license(
     let row = store::license_by_id(&mut **tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
-    // The outbox keeps the key sealed only: the dispatcher opens it into the body it sends.
-    let event_id = events::emit(
+    events::emit(
         tx,
         "license.created",
         serde_json::to_value(row.view(0, None)).expect("json"),
     )
+    .await?
+    .with_key(tx, &state.keys.data, key.as_str())
     .await?;
-    events::attach_key(tx, &state.keys.data, &event_id, key.as_str()).await?;
     Ok((row, key))
 }
 

@@ -192,10 +192,9 @@ pub async fn apply(
     if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
         obj.extend(extra.clone());
     }
-    let event_id = events::emit(tx, event, body).await?;
+    let emitted = events::emit(tx, event, body).await?;
     if let Some(k) = &new_key {
-        // The outbox keeps the key sealed only: the dispatcher opens it into the body it sends.
-        events::attach_key(tx, data_key, &event_id, k.as_str()).await?;
+        emitted.with_key(tx, data_key, k.as_str()).await?;
     }
     let mut digests = vec![cur.key_digest.clone()];
     if digest != cur.key_digest {

@@ -305,3 +305,35 @@ pub async fn spawn(state: AppState) -> Spawned {
         handle,
     }
 }
+
+/// The fields a 422 names, in order.
+#[track_caller]
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no details: {problem}"))
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The ids of a list page, in order.
+#[track_caller]
+pub fn ids(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data: {page}"))
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Now, in unix seconds.
+pub fn now_s() -> i64 {
+    ecosire::timestamp::now_ms() / 1000
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    ecosire::timestamp::now_ms()
+}
