@@ -1,21 +1,29 @@
 //! ECOSIRE API server: license validation and activation with the business API beside it.
 //!
 //! # Layout
-//! - `config`: environment configuration (every variable in `docs/configuration.md`).
+//! Shared layers know no feature; features use them and each other only downwards
+//! (`billing` → `licensing` → `accounts`/`auth`; everything → `events::emit`).
+//!
+//! - `config`: every variable the server reads (`docs/configuration.md`), rate-limit rules too.
 //! - `state`: `AppState`, the shared handles every handler gets.
-//! - `error`: the one `Error` type and its RFC 9457 problem body.
-//! - `http`: extractors (`Json`, `Query`, `Path`), access (`Principal`, `Admin`), pagination,
-//!   request ids, field checks.
-//! - `db`: the pool over SQLite or PostgreSQL, migrations, and what differs between them.
-//! - `licensing`: the hot path (`hot`), its pure decision (`decide`), snapshot cache, tokens,
-//!   keyring, and license administration (`admin`).
-//! - `accounts`: users, login sessions, passwords.
-//! - `billing`: products.
-//! - `events`: the transactional outbox.
-//! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask), each
-//!   its own router.
-//! - `ops`: health, readiness, OpenAPI.
-//! - `server`: the router, middleware, background tasks and graceful shutdown.
+//! - `error`: the one `Error` type, its RFC 9457 problem body, the 429 and constraint mapping.
+//! - `http`: plumbing with no feature in it: the connection loop and its deadlines (`listener`),
+//!   `Json`/`Query`/`Path` extractors, field checks, pagination, request ids, client IPs, and the
+//!   rate limiter (`ratelimit`: buckets, headers, `RateContext` for handlers that charge
+//!   themselves).
+//! - `db`: the pool over SQLite or PostgreSQL, migrations, the list query (`list`), and every
+//!   backend difference (write locks, claiming, notifications).
+//! - `auth`: credentials and principals, roles and scopes, the access extractors (`Admin`,
+//!   `Principal`, …), charging each request to its caller's limits, key usage and audit entries.
+//! - `accounts`: users, login sessions, passwords (bounded Argon2), API-key management.
+//! - `licensing`: the read path (`validate`), the key holder's write path (`activate`), the one
+//!   writer of license state (`lifecycle`), the pure decision (`decide`), the snapshot cache,
+//!   tokens, keyring, the heartbeat `reaper`, license administration and products.
+//! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.
+//! - `events`: the transactional outbox, webhook endpoints, the dispatcher and the catalog.
+//! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).
+//! - `ops`: health and readiness, the audit log, metrics, the OpenAPI document.
+//! - `server`: the router, its middleware, background tasks and graceful shutdown.
 //! - `jws`, `crypto`, `timestamp`, `fsutil`: small shared helpers.
 
 #![forbid(unsafe_code)]

@@ -353,6 +353,11 @@ fn json_logs_carry_the_banner_and_nothing_else_is_written() {
     let address = event["fields"]["address"].as_str().expect("address field");
     let addr = address.strip_prefix("http://127.0.0.1:").expect(address);
     assert!(addr.parse::<u16>().is_ok_and(|p| p > 0), "{address}");
+    // The admin line follows the listening one: wait for it before stopping the server, or a
+    // stop sent in between would race it.
+    running.stderr.wait_for("the admin event", |l| {
+        l.contains("created from ECOSIRE_ADMIN_EMAIL")
+    });
     let (stdout, stderr) = running.stop();
     assert!(stdout.is_empty(), "stdout: {stdout:?}");
     for line in &stderr {

@@ -14,8 +14,8 @@ use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result};
 use crate::http::checks::Checks;
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -199,9 +199,8 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     State(state): State<AppState>,
     KeyManager(p): KeyManager,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<ApiKey>>> {
-    let req = page.checked()?;
     state.accounting.flush(&state.db).await;
     let mut f = Filters::default();
     if p.role != Role::Admin {

@@ -8,8 +8,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::auth::{Admin, Role};
 use crate::crypto::new_id;
 use crate::error::{Error, Result, ResultExt};
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -218,9 +218,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn list_users(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<User>>> {
-    let req = page.checked()?;
     let f = crate::db::Filters::default();
     let rows = crate::db::list::page::<UserRow>(
         &state.db,

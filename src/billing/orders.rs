@@ -9,8 +9,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::auth::Principal;
 use crate::db::Filters;
 use crate::error::{Error, Result};
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams, PageRequest};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -88,14 +88,13 @@ impl Owned for OrderRow {
 async fn list_owned<R: Owned>(
     state: &AppState,
     p: &Principal,
-    page: &PageParams,
+    req: &PageRequest,
 ) -> Result<Page<R>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if !p.sees_all() {
         f.push("user_id", "=", p.user_id.clone());
     }
-    Ok(crate::db::list::page::<R>(&state.db, R::SELECT, "id", f, &req, |r| r.id()).await?)
+    Ok(crate::db::list::page::<R>(&state.db, R::SELECT, "id", f, req, |r| r.id()).await?)
 }
 
 async fn get_owned<R: Owned>(state: &AppState, p: &Principal, id: &str) -> Result<R> {
@@ -144,7 +143,7 @@ async fn order_view(state: &AppState, r: OrderRow) -> Result<Order> {
 pub async fn list_orders(
     State(state): State<AppState>,
     p: Principal,
-    Query(page): Query<PageParams>,
+    Listing { page, .. }: Listing,
 ) -> Result<Json<Page<Order>>> {
     let rows = list_owned::<OrderRow>(&state, &p, &page).await?;
     Ok(Json(rows.try_map(|r| order_view(&state, r)).await?))
@@ -225,7 +224,7 @@ async fn subscription_view(state: &AppState, r: SubscriptionRow) -> Result<Subsc
 pub async fn list_subscriptions(
     State(state): State<AppState>,
     p: Principal,
-    Query(page): Query<PageParams>,
+    Listing { page, .. }: Listing,
 ) -> Result<Json<Page<Subscription>>> {
     let rows = list_owned::<SubscriptionRow>(&state, &p, &page).await?;
     Ok(Json(rows.try_map(|r| subscription_view(&state, r)).await?))

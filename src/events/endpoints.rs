@@ -14,8 +14,8 @@ use crate::crypto::{new_id, random_base62};
 use crate::db::Filters;
 use crate::error::{Error, Result};
 use crate::http::checks::Checks;
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -196,9 +196,8 @@ pub async fn create_webhook_endpoint(
 pub async fn list_webhook_endpoints(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<WebhookEndpoint>>> {
-    let req = page.checked()?;
     let f = Filters::default();
     let rows = crate::db::list::page::<EndpointRow>(
         &state.db,
@@ -427,10 +426,9 @@ pub async fn list_deliveries(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<Delivery>>> {
     let ep = find(&state, &id).await?;
-    let req = page.checked()?;
     let mut f = Filters::default();
     f.push("endpoint_id", "=", ep.id.clone());
     let rows = crate::db::list::page::<DeliveryRow>(
@@ -477,9 +475,8 @@ pub struct Notice {
 pub async fn list_notices(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<Notice>>> {
-    let req = page.checked()?;
     let f = Filters::default();
     let rows = crate::db::list::page::<(String, String, Option<String>, String, i64)>(
         &state.db,

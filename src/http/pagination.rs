@@ -18,6 +18,40 @@ pub struct PageParams {
     pub cursor: Option<String>,
 }
 
+/// A list's query string: the page (`limit`, `cursor`, checked) and the list's own filters `F`,
+/// read from one query string (a bad value is a 422 naming its parameter).
+#[derive(Debug)]
+pub struct Listing<F = NoFilters> {
+    pub page: PageRequest,
+    pub filters: F,
+}
+
+/// The filters of a list that has none.
+#[derive(Debug, Default, Deserialize)]
+pub struct NoFilters {}
+
+impl<F, S> axum::extract::FromRequestParts<S> for Listing<F>
+where
+    F: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let super::extract::Query(page) =
+            super::extract::Query::<PageParams>::from_request_parts(parts, state).await?;
+        let super::extract::Query(filters) =
+            super::extract::Query::<F>::from_request_parts(parts, state).await?;
+        Ok(Listing {
+            page: page.checked()?,
+            filters,
+        })
+    }
+}
+
 /// A checked page request.
 #[derive(Debug, Clone)]
 pub struct PageRequest {

@@ -16,8 +16,8 @@ use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
 use crate::events;
 use crate::http::checks::{Checks, normalize_email};
-use crate::http::extract::{Json, OptionalJson, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, OptionalJson, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, double_option, now_ms};
 
@@ -250,10 +250,8 @@ pub struct LicenseFilters {
 pub async fn list_licenses(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<LicenseFilters>,
+    Listing { page: req, filters }: Listing<LicenseFilters>,
 ) -> Result<Json<Page<License>>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if let Some(s) = &filters.status {
         LicenseStatus::parse(s)

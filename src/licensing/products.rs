@@ -11,8 +11,8 @@ use crate::auth::Admin;
 use crate::crypto::new_id;
 use crate::error::{Error, Result, ResultExt};
 use crate::http::checks::Checks;
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, double_option, now_ms};
 
@@ -214,9 +214,8 @@ pub async fn create_product(
     responses((status = 200, body = Page<Product>)))]
 pub async fn list_products(
     State(state): State<AppState>,
-    Query(page): Query<PageParams>,
+    Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<Product>>> {
-    let req = page.checked()?;
     let f = crate::db::Filters::default();
     let rows = crate::db::list::page::<ProductRow>(
         &state.db,

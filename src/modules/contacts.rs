@@ -12,8 +12,8 @@ use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
 use crate::http::checks::{Checks, normalize_email};
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, double_option, now_ms};
 
@@ -200,10 +200,8 @@ pub struct ContactFilters {
 pub async fn list_contacts(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<ContactFilters>,
+    Listing { page: req, filters }: Listing<ContactFilters>,
 ) -> Result<Json<Page<Contact>>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if let Some(q) = filters
         .q

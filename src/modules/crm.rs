@@ -12,8 +12,8 @@ use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::Result;
 use crate::http::checks::{Checks, normalize_email};
-use crate::http::extract::{Json, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::Json;
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -164,10 +164,8 @@ pub struct LeadFilters {
 pub async fn list_leads(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<LeadFilters>,
+    Listing { page: req, filters }: Listing<LeadFilters>,
 ) -> Result<Json<Page<Lead>>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if let Some(s) = &filters.source {
         f.push("source", "=", s.trim());

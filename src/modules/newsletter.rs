@@ -16,8 +16,8 @@ use crate::crypto::{new_id, random_base62, sha256_hex};
 use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
 use crate::http::checks::{Checks, normalize_email};
-use crate::http::extract::{Json, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::Json;
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -205,10 +205,8 @@ pub struct SubscriberFilters {
 pub async fn list_subscribers(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<SubscriberFilters>,
+    Listing { page: req, filters }: Listing<SubscriberFilters>,
 ) -> Result<Json<Page<Subscriber>>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if let Some(s) = &filters.status {
         if s != "subscribed" && s != "unsubscribed" {

@@ -15,8 +15,8 @@ use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::{Error, Result};
 use crate::http::checks::{Checks, normalize_email};
-use crate::http::extract::{Json, Path, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::{Json, Path};
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
@@ -203,10 +203,8 @@ pub struct TicketFilters {
 pub async fn list_tickets(
     State(state): State<AppState>,
     p: Principal,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<TicketFilters>,
+    Listing { page: req, filters }: Listing<TicketFilters>,
 ) -> Result<Json<Page<Ticket>>> {
-    let req = page.checked()?;
     let mut f = Filters::default();
     if let Some(s) = &filters.status {
         if !STATUSES.contains(&s.as_str()) {

@@ -13,8 +13,8 @@ use crate::auth::Admin;
 use crate::crypto::new_id;
 use crate::db::{Db, Filters};
 use crate::error::{Error, Result};
-use crate::http::extract::{Json, Query};
-use crate::http::pagination::{Page, PageParams};
+use crate::http::extract::Json;
+use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::Timestamp;
 
@@ -170,10 +170,8 @@ pub struct AuditFilters {
 pub async fn list_audit_log(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(page): Query<PageParams>,
-    Query(filters): Query<AuditFilters>,
+    Listing { page: req, filters }: Listing<AuditFilters>,
 ) -> Result<Json<Page<AuditRecord>>> {
-    let req = page.checked()?;
     state.accounting.flush(&state.db).await;
     let mut f = Filters::default();
     if let Some(v) = &filters.user_id {
