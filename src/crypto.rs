@@ -75,16 +75,16 @@ impl DataKey {
         DataKey(XChaCha20Poly1305::new(bytes.into()))
     }
 
-    /// Loads `dir/data.key` (base64 of 32 bytes), creating it with mode 0600 when absent.
-    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("data.key");
-        if !path.exists() {
-            let mut key = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            crate::fsutil::write_secret(&path, STANDARD_NO_PAD.encode(key).as_bytes())?;
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+    /// Writes a new random key to `path` (base64 of 32 bytes, mode 0600); never overwrites one.
+    pub fn generate(path: &Path) -> anyhow::Result<()> {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        crate::fsutil::write_secret(path, STANDARD_NO_PAD.encode(key).as_bytes())
+    }
+
+    /// Reads a key written by [`DataKey::generate`].
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = crate::fsutil::read_to_string(path)?;
         let bytes = STANDARD_NO_PAD
             .decode(text.trim().trim_end_matches('='))
             .ok()

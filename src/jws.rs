@@ -84,10 +84,20 @@ struct Header {
     alg: String,
     typ: Option<String>,
     kid: Option<String>,
+    /// Present at all (whatever its value) means the signer requires extensions we do not
+    /// implement (RFC 7515 §4.1.11: such a token must be rejected), e.g. RFC 7797's
+    /// `b64: false`, which changes what the signature covers.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
 }
 
-/// Verifies a compact JWS and returns its claims. Only `alg: EdDSA` with the expected `typ` is
-/// accepted (no `none`, no algorithm confusion); the key is chosen by `kid`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| true)
+}
+
+/// Verifies a compact JWS and returns its claims. Only `alg: EdDSA` with the expected `typ` and
+/// no `crit` is accepted (no `none`, no algorithm confusion, no extension we would misread),
+/// checked before the signature; the key is chosen by `kid`.
 pub fn verify<C: DeserializeOwned>(
     token: &str,
     typ: &str,
@@ -104,7 +114,7 @@ pub fn verify<C: DeserializeOwned>(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(JwsError::Malformed)?;
-    if header.alg != "EdDSA" || header.typ.as_deref() != Some(typ) {
+    if header.alg != "EdDSA" || header.typ.as_deref() != Some(typ) || header.crit {
         return Err(JwsError::Header);
     }
     let key = header
@@ -164,5 +174,70 @@ mod tests {
             parts[1]
         );
         assert!(verify::<serde_json::Value>(&none, "JWT", key).is_err());
+    }
+
+    /// A token with this header, correctly signed by `s`.
+    fn signed_with_header(s: &Signer, header: serde_json::Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"lic_1"}"#)
+        );
+        let sig = s.key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    #[test]
+    fn any_crit_header_is_rejected_even_when_the_signature_is_good() {
+        let s = signer();
+        let vk = s.verifying_key();
+        let key = |k: &str| (k == s.kid).then_some(vk);
+        let good = signed_with_header(
+            &s,
+            serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": s.kid}),
+        );
+        assert!(verify::<serde_json::Value>(&good, "JWT", key).is_ok());
+        for crit in [
+            serde_json::json!(["exp"]),
+            serde_json::json!(["b64"]),
+            serde_json::json!([]),
+            serde_json::Value::Null,
+        ] {
+            let t = signed_with_header(
+                &s,
+                serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": s.kid, "crit": crit, "b64": true}),
+            );
+            assert_eq!(
+                verify::<serde_json::Value>(&t, "JWT", key),
+                Err(JwsError::Header),
+                "crit: {crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_eddsa_is_accepted_and_checked_before_the_signature() {
+        let s = signer();
+        let vk = s.verifying_key();
+        let key = |k: &str| (k == s.kid).then_some(vk);
+        for alg in ["Ed25519", "ES256", "HS256", "RS256", "none", "eddsa"] {
+            // Signed with the right Ed25519 key: only the header can make it fail.
+            let t = signed_with_header(
+                &s,
+                serde_json::json!({"alg": alg, "typ": "JWT", "kid": s.kid}),
+            );
+            assert_eq!(
+                verify::<serde_json::Value>(&t, "JWT", key),
+                Err(JwsError::Header),
+                "{alg}"
+            );
+            // A garbage signature is never looked at: the header answers first.
+            let garbage = format!("{}.AAAA", t.rsplit_once('.').unwrap().0);
+            assert_eq!(
+                verify::<serde_json::Value>(&garbage, "JWT", |_| panic!("no key is looked up")),
+                Err(JwsError::Header),
+                "{alg}"
+            );
+        }
     }
 }

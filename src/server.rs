@@ -103,7 +103,8 @@ pub fn app(state: AppState) -> Router {
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
-    let (keys, generated) = Keyring::load_or_init(&config.keys_dir)?;
+    // Asks the database first: keys are generated only while nothing in it needs them.
+    let (keys, generated) = Keyring::load_for(&config.keys_dir, &db).await?;
     let http = crate::events::dispatcher::http_client(config.webhook_allow_private);
     for g in generated {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");

@@ -4,12 +4,13 @@
 //! unix-millisecond times, JSON as text). What truly differs lives here, one function per concern:
 //! connection set-up, migrations, the per-license write lock, and cross-instance notifications.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 
 mod claim;
 pub mod list;
@@ -37,7 +38,26 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/p
 /// The channel on which license changes are announced to every instance (PostgreSQL).
 pub const LICENSE_CHANNEL: &str = "ecosire_license_changed";
 
+/// How long the start waits for PostgreSQL to answer before giving up with the cause.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A database error as the cause of a one-line message: the server's own message once (sqlx's
+/// `Display` repeats it through `source()` and PostgreSQL's adds a source-code line), an I/O
+/// error as "connection refused".
+pub fn error_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => crate::fsutil::io_cause(io),
+        sqlx::Error::Tls(t) => format!("TLS: {t}"),
+        sqlx::Error::Configuration(c) => c.to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl Db {
+    /// Connects and checks the connection. Every error is one line naming `DATABASE_URL`, the
+    /// database as the user wrote it (password hidden) and the cause; an unreachable PostgreSQL
+    /// is reported within a few seconds.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -45,12 +65,17 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        let url = match backend {
-            Backend::Sqlite => prepare_sqlite_url(url)?,
-            Backend::Postgres => url.to_string(),
+        let target = match backend {
+            Backend::Sqlite => format!("open SQLite database {}", prepare_sqlite(url)?.display()),
+            Backend::Postgres => format!("connect to {}", crate::config::redact_url(url)),
         };
-        let options =
-            AnyConnectOptions::from_str(&url).context("DATABASE_URL: not a valid database URL")?;
+        let fail = |cause: String| anyhow::anyhow!("DATABASE_URL: cannot {target}: {cause}");
+        let options = AnyConnectOptions::from_str(url).map_err(|e| {
+            anyhow::anyhow!(
+                "DATABASE_URL: not a valid database URL ({})",
+                error_cause(&e)
+            )
+        })?;
         let pool = match backend {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
@@ -72,6 +97,20 @@ impl Db {
                     .await
             }
             Backend::Postgres => {
+                // The pool retries a refused connection until its acquire timeout and then
+                // reports only "pool timed out": one direct attempt first gives the real cause.
+                match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+                    Err(_) => {
+                        return Err(fail(format!(
+                            "no answer within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        )));
+                    }
+                    Ok(Err(e)) => return Err(fail(error_cause(&e))),
+                    Ok(Ok(probe)) => {
+                        let _ = probe.close().await;
+                    }
+                }
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
@@ -79,13 +118,12 @@ impl Db {
                     .await
             }
         }
-        .with_context(|| {
-            format!(
-                "DATABASE_URL: cannot connect to {}",
-                crate::config::redact_url(&url)
-            )
-        })?;
-        Ok(Db { pool, backend, url })
+        .map_err(|e| fail(error_cause(&e)))?;
+        Ok(Db {
+            pool,
+            backend,
+            url: url.to_string(),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -93,11 +131,17 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .context("running database migrations")?;
-        Ok(())
+        migrator.run(&self.pool).await.map_err(|e| {
+            use sqlx::migrate::MigrateError;
+            let cause = match &e {
+                MigrateError::Execute(e) => error_cause(e),
+                MigrateError::ExecuteMigration(e, version) => {
+                    format!("migration {version}: {}", error_cause(e))
+                }
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("cannot migrate the database schema: {cause}")
+        })
     }
 
     /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
@@ -158,31 +202,62 @@ impl Db {
     }
 }
 
-/// Creates the SQLite file's folder and asks for the file to be created when missing.
-fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" {
+/// Readies the SQLite file a URL names and returns its path: creates its folder (0700) and the
+/// file itself (0600) when the URL lets SQLite create it, so the database and its `-wal`/`-shm`
+/// (which SQLite creates with the database file's mode) are never readable by others; an
+/// existing file that is gets restricted, with a warning.
+fn prepare_sqlite(url: &str) -> anyhow::Result<PathBuf> {
+    let options = SqliteConnectOptions::from_str(url).map_err(|e| {
+        anyhow::anyhow!("DATABASE_URL: not a valid SQLite URL ({})", error_cause(&e))
+    })?;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mode = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "mode")
+        .map(|(_, v)| v.into_owned());
+    let path = options.get_filename().to_path_buf();
+    if path.as_os_str().is_empty()
+        // sqlx's name for `:memory:`
+        || path.to_string_lossy().starts_with("file:sqlx-in-memory")
+        || mode.as_deref() == Some("memory")
+    {
         anyhow::bail!("DATABASE_URL: an in-memory SQLite database is not supported; name a file");
     }
-    if let Some(dir) = std::path::Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("DATABASE_URL: cannot create folder {}", dir.display()))?;
+    let fail = |e: anyhow::Error| anyhow::anyhow!("DATABASE_URL: {e:#}");
+    // Without `mode`, sqlx opens an existing file only; we create it, with our permissions.
+    if matches!(mode.as_deref(), None | Some("rwc")) {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            crate::fsutil::create_private_dir(dir).map_err(fail)?;
+        }
+        crate::fsutil::create_private_file(&path).map_err(fail)?;
     }
-    let mode = if query.contains("mode=") {
-        String::new()
-    } else {
-        "mode=rwc".to_string()
-    };
-    let q = [query, mode.as_str()]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("&");
-    Ok(format!("sqlite://{path}?{q}"))
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => {
+            anyhow::bail!(
+                "DATABASE_URL: {} is a folder, not a database file",
+                path.display()
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "DATABASE_URL: {} does not exist (and mode={} does not create it)",
+            path.display(),
+            mode.as_deref().unwrap_or_default()
+        ),
+        _ => {}
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        if let Some(old) = crate::fsutil::make_private(&file).map_err(fail)? {
+            tracing::warn!(
+                file = %file.display(),
+                "the database file was readable by others (mode {old:o}); restricted it to its owner"
+            );
+        }
+    }
+    Ok(path)
 }
 
 /// Builds `WHERE` clauses with numbered placeholders that both backends accept.
