@@ -195,8 +195,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys { action } => {
+            // Keys are generated only into a store whose database needs none yet: the database
+            // says whether licenses or sealed secrets depend on keys that must not be replaced.
+            let database_url = env.database_url()?;
             init_logging_from(&env)?;
-            keys(action, &env.keys_dir())
+            runtime()?.block_on(keys(action, &env.keys_dir(), &database_url))
         }
         Command::License {
             action: LicenseAction::VerifyToken { token },
@@ -221,11 +224,13 @@ fn warn_unknown_variables() {
     }
 }
 
-fn keys(action: KeysAction, dir: &Path) -> anyhow::Result<ExitCode> {
+async fn keys(action: KeysAction, dir: &Path, database_url: &str) -> anyhow::Result<ExitCode> {
     use ecosire::licensing::keyring::{Keyring, add_license_key};
+    let db = ecosire::db::Db::connect(database_url).await?;
+    db.migrate().await?;
     match action {
         KeysAction::Generate => {
-            let (_, generated) = Keyring::load_or_init(dir)?;
+            let (_, generated) = Keyring::load_for(dir, &db).await?;
             if generated.is_empty() {
                 out(format_args!("all keys exist in {}", dir.display()))?;
             }
@@ -234,7 +239,7 @@ fn keys(action: KeysAction, dir: &Path) -> anyhow::Result<ExitCode> {
             }
         }
         KeysAction::Rotate => {
-            Keyring::load_or_init(dir)?;
+            Keyring::load_for(dir, &db).await?;
             let kid = add_license_key(dir)?;
             out(format_args!(
                 "added license signing key {kid}; it signs after the next start, older keys stay published"
@@ -383,6 +388,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         json: config.log_format == LogFormat::Json,
     };
     let state = ecosire::build_state(config).await?;
+    let shutdown = ecosire::server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("ECOSIRE_BIND: cannot listen on {bind}: {e}"))?;
@@ -428,7 +434,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "note: cookies are Secure-only; set ECOSIRE_COOKIE_SECURE=false for browser use over plain http",
         );
     }
-    ecosire::serve(listener, state, ecosire::server::shutdown_signal()).await?;
+    ecosire::serve(listener, state, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
