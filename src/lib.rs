@@ -18,7 +18,9 @@
 //! - `accounts`: users, login sessions, passwords (bounded Argon2), API-key management.
 //! - `licensing`: the read path (`validate`), the key holder's write path (`activate`), the one
 //!   writer of license state (`lifecycle`), the pure decision (`decide`), the snapshot cache,
-//!   tokens, keyring, the heartbeat `reaper`, license administration and products.
+//!   tokens, the heartbeat `reaper`, license administration and products.
+//! - `keyring`: the keys folder: license signing keys (published as JWKS), the session signing
+//!   key, the data key that seals secrets; what may be generated and what must exist.
 //! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.
 //! - `events`: the transactional outbox, webhook endpoints, the dispatcher and the catalog.
 //! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).
@@ -39,6 +41,7 @@ pub mod events;
 pub mod fsutil;
 pub mod http;
 pub mod jws;
+pub mod keyring;
 pub mod licensing;
 pub mod modules;
 pub mod ops;

@@ -225,7 +225,7 @@ fn warn_unknown_variables() {
 }
 
 async fn keys(action: KeysAction, dir: &Path, database_url: &str) -> anyhow::Result<ExitCode> {
-    use ecosire::licensing::keyring::{Keyring, add_license_key};
+    use ecosire::keyring::{Keyring, add_license_key};
     let db = ecosire::db::Db::connect(database_url).await?;
     db.migrate().await?;
     match action {
@@ -301,7 +301,7 @@ fn webhooks(action: WebhooksAction) -> anyhow::Result<ExitCode> {
 
 fn verify_token(keys_dir: &Path, issuer: &str, token: &str) -> anyhow::Result<ExitCode> {
     use ecosire::licensing::token::{LICENSE_AUDIENCE, LicenseClaims};
-    let keys = ecosire::licensing::keyring::published_keys(keys_dir)?;
+    let keys = ecosire::keyring::published_keys(keys_dir)?;
     anyhow::ensure!(
         !keys.is_empty(),
         "ECOSIRE_KEYS_DIR: no license signing keys in {}",

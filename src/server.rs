@@ -17,8 +17,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{Error, problem};
+use crate::keyring::Keyring;
 use crate::licensing::cache::LicenseCache;
-use crate::licensing::keyring::Keyring;
 use crate::state::{App, AppState};
 
 /// Bodies above this are refused with 413.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::keyring::Keyring;
 use crate::licensing::cache::LicenseCache;
-use crate::licensing::keyring::Keyring;
 
 pub struct App {
     /// What the server was started with.

@@ -632,8 +632,8 @@ async fn rotated_keys_are_all_published_and_old_tokens_keep_verifying() {
     let old_token = str_of(&app.validate(json!({"key": key})).await["token"]);
     assert_eq!(kid_of(&old_token), old_kid);
 
-    let new_kid = ecosire::licensing::keyring::add_license_key(&app.state.config.keys_dir)
-        .expect("add a license key");
+    let new_kid =
+        ecosire::keyring::add_license_key(&app.state.config.keys_dir).expect("add a license key");
     assert_ne!(new_kid, old_kid);
     // The running instance keeps its keys until its next start.
     assert_eq!(jwks_of(&app).await, old_jwks);

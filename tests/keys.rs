@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ecosire::licensing::keyring::Keyring;
+use ecosire::keyring::Keyring;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -54,7 +54,7 @@ fn generated_keys_are_pkcs8_v1_that_openssl_reads() {
         assert_eq!(public, ours.to_bytes(), "{}", f.display());
     }
     // The same for a key added by `ecosire keys rotate`.
-    ecosire::licensing::keyring::add_license_key(&keys).unwrap();
+    ecosire::keyring::add_license_key(&keys).unwrap();
     let files = key_files(&keys);
     assert_eq!(files.len(), 3);
     for f in &files {
@@ -122,8 +122,5 @@ fn v2_key_files_from_earlier_versions_are_converted_at_start_keeping_their_kid()
     assert!(generated.is_empty());
     assert_eq!(again.license.kid, kid);
     // The offline verifier reads both forms without writing anything.
-    assert_eq!(
-        ecosire::licensing::keyring::published_keys(&keys).unwrap()[0].0,
-        kid
-    );
+    assert_eq!(ecosire::keyring::published_keys(&keys).unwrap()[0].0, kid);
 }

@@ -8,7 +8,6 @@ pub mod admin;
 pub mod cache;
 pub mod decide;
 pub mod key;
-pub mod keyring;
 pub mod lifecycle;
 pub mod model;
 pub mod products;
