@@ -520,3 +520,47 @@ async fn the_root_redirects_to_the_api_docs() {
         docs.status
     );
 }
+
+#[test]
+fn the_access_log_rounds_latency_and_leaves_out_what_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = Running::start(
+        with_admin(&mut server(dir.path()))
+            .env("ECOSIRE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info"),
+    );
+    let listening = running
+        .stderr
+        .wait_for("listening event", |l| l.contains("listening"));
+    let event: Value = serde_json::from_str(&listening).unwrap();
+    let addr = event["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    // An anonymous request: no principal, no API key.
+    assert_eq!(
+        post_status(&addr, "/api/licenses/validate", r#"{"key":"ECOS-0"}"#),
+        200
+    );
+    let line = running
+        .stderr
+        .wait_for("the access log line", |l| l.contains("ecosire::access"));
+    let access: Value = serde_json::from_str(&line).unwrap();
+    let fields = &access["fields"];
+    let latency = fields["latency_ms"]
+        .as_f64()
+        .expect("latency_ms is a number");
+    let text = fields["latency_ms"].to_string();
+    let decimals = text.split('.').nth(1).map_or(0, str::len);
+    assert!(latency >= 0.0 && decimals <= 3, "latency_ms {text}");
+    for absent in ["principal", "api_key"] {
+        assert!(
+            fields.get(absent).is_none(),
+            "empty {absent} logged: {line}"
+        );
+    }
+    assert_eq!(fields["route"], "/api/licenses/validate", "{line}");
+    assert_eq!(fields["status"], 200, "{line}");
+    running.stop();
+}
