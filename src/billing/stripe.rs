@@ -15,8 +15,7 @@ use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::http::extract::{Json, RawBody};
-use crate::licensing::admin::{NewLicense, insert_license};
-use crate::licensing::lifecycle::{self, Change};
+use crate::licensing::lifecycle::{self, Change, NewLicense};
 use crate::licensing::model::{LICENSE_COLUMNS, LicenseRow, LicenseStatus};
 use crate::state::AppState;
 use crate::timestamp::now_ms;
@@ -428,7 +427,7 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
             order_id: Some(&order_id),
             subscription_id: subscription_id.as_deref(),
         };
-        let (row, _key) = insert_license(state, tx, new)
+        let (row, _key) = lifecycle::create(tx, &state.keys.data, new)
             .await
             .map_err(Failure::Internal)?;
         fx.digests.push(row.key_digest.clone());

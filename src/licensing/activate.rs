@@ -167,19 +167,7 @@ pub async fn heartbeat_license(
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
     let now = now_ms();
     lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
-    let updated = sqlx::query(
-        "UPDATE activations SET last_heartbeat_at = $3 WHERE license_id = $1 AND fingerprint = $2",
-    )
-    .bind(&snap.row.id)
-    .bind(&req.fingerprint)
-    .bind(now)
-    .execute(&state.db.pool)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(activation_not_found());
-    }
-    let a = store::activation_by_fingerprint(&state.db.pool, &snap.row.id, &req.fingerprint)
+    let a = lifecycle::heartbeat(&state.db.pool, &snap.row.id, &req.fingerprint, now)
         .await?
         .ok_or_else(activation_not_found)?;
     state

@@ -6,15 +6,12 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::key::LicenseKey;
 use super::lifecycle::{self, Change};
 use super::model::{Activation, LICENSE_COLUMNS, License, LicenseRow, LicenseStatus};
 use super::store;
 use crate::auth::{Admin, Principal};
-use crate::crypto::new_id;
 use crate::db::Filters;
-use crate::error::{Error, Result, ResultExt};
-use crate::events;
+use crate::error::{Error, Result};
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::{Json, OptionalJson, Path};
 use crate::http::pagination::{Listing, Page, PageParams};
@@ -154,7 +151,7 @@ pub async fn create_license(
         .clone()
         .unwrap_or_else(|| serde_json::json!({}))
         .to_string();
-    let new = NewLicense {
+    let new = lifecycle::NewLicense {
         product_id: &product.id,
         user_id: user_id.as_deref(),
         granted_email,
@@ -165,7 +162,7 @@ pub async fn create_license(
         order_id: None,
         subscription_id: None,
     };
-    let (row, key) = insert_license(&state, &mut tx, new).await?;
+    let (row, key) = lifecycle::create(&mut tx, &state.keys.data, new).await?;
     tx.commit().await?;
     // An unknown-key entry may be cached for this digest (someone guessed it): forget it.
     state.licenses.changed(&state.db, &row.key_digest).await;
@@ -173,66 +170,6 @@ pub async fn create_license(
         StatusCode::CREATED,
         Json(row.view(0, Some(key.as_str().to_string()))),
     ))
-}
-
-/// A license to insert; `entitlements` and `metadata` are JSON text.
-pub struct NewLicense<'a> {
-    pub product_id: &'a str,
-    pub user_id: Option<&'a str>,
-    /// The address it was granted to, while no account may own it (see `owner_for_email`).
-    pub granted_email: Option<&'a str>,
-    pub max_activations: i64,
-    pub expires_at: Option<i64>,
-    pub entitlements: &'a str,
-    pub metadata: &'a str,
-    pub order_id: Option<&'a str>,
-    pub subscription_id: Option<&'a str>,
-}
-
-/// Inserts a license with a fresh key inside `tx` and emits `license.created` there. The caller
-/// commits and then calls `state.licenses.changed` with the row's digest.
-pub async fn insert_license(
-    state: &AppState,
-    tx: &mut crate::db::Tx,
-    n: NewLicense<'_>,
-) -> Result<(LicenseRow, LicenseKey)> {
-    let id = new_id("lic");
-    let key = LicenseKey::generate();
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
-         max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14)",
-    )
-    .bind(&id)
-    .bind(key.digest_hex())
-    .bind(state.keys.data.seal(key.as_str().as_bytes(), &id))
-    .bind(key.last4())
-    .bind(n.product_id)
-    .bind(n.user_id)
-    .bind(n.expires_at)
-    .bind(n.max_activations)
-    .bind(n.entitlements)
-    .bind(n.metadata)
-    .bind(n.order_id)
-    .bind(n.subscription_id)
-    .bind(n.granted_email)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .on_unique(|| Err(Error::Internal(anyhow::anyhow!("license key collision"))))?;
-    let row = store::license_by_id(&mut **tx, &id)
-        .await?
-        .ok_or_else(|| Error::no_such("License"))?;
-    events::emit(
-        tx,
-        "license.created",
-        serde_json::to_value(row.view(0, None)).expect("json"),
-    )
-    .await?
-    .with_key(tx, &state.keys.data, key.as_str())
-    .await?;
-    Ok((row, key))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -347,21 +284,16 @@ pub async fn update_license(
     let cur = store::license_by_id(&mut *tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;
-    sqlx::query(
-        "UPDATE licenses SET max_activations = $2, expires_at = $3, entitlements = $4, metadata = $5, user_id = $6, updated_at = $7 WHERE id = $1",
-    )
-    .bind(&cur.id)
-    .bind(req.max_activations.unwrap_or(cur.max_activations))
-    .bind(req.expires_at.map(|o| o.map(Timestamp::ms)).unwrap_or(cur.expires_at))
-    .bind(req.entitlements.map(|e| serde_json::to_string(&e).expect("json")).unwrap_or(cur.entitlements.clone()))
-    .bind(req.metadata.map(|m| m.to_string()).unwrap_or(cur.metadata.clone()))
-    .bind(req.user_id.unwrap_or(cur.user_id.clone()))
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    let row = store::license_by_id(&mut *tx, &id)
-        .await?
-        .ok_or_else(|| Error::no_such("License"))?;
+    let terms = lifecycle::Terms {
+        max_activations: req.max_activations,
+        expires_at: req.expires_at.map(|o| o.map(Timestamp::ms)),
+        entitlements: req
+            .entitlements
+            .map(|e| serde_json::to_string(&e).expect("json")),
+        metadata: req.metadata.map(|m| m.to_string()),
+        user_id: req.user_id,
+    };
+    let row = lifecycle::amend(&mut tx, &cur, terms).await?;
     let n = store::count_activations(&mut *tx, &id).await?;
     tx.commit().await?;
     state.licenses.changed(&state.db, &row.key_digest).await;

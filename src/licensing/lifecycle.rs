@@ -14,11 +14,71 @@ use super::model::{Activation, License, LicenseRow, LicenseStatus};
 use super::store;
 use crate::crypto::{DataKey, new_id};
 use crate::db::Tx;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::events;
 use crate::timestamp::{Timestamp, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
+
+/// A license to insert; `entitlements` and `metadata` are JSON text.
+pub struct NewLicense<'a> {
+    pub product_id: &'a str,
+    pub user_id: Option<&'a str>,
+    /// The address it was granted to, while no account may own it (see `owner_for_email`).
+    pub granted_email: Option<&'a str>,
+    pub max_activations: i64,
+    pub expires_at: Option<i64>,
+    pub entitlements: &'a str,
+    pub metadata: &'a str,
+    pub order_id: Option<&'a str>,
+    pub subscription_id: Option<&'a str>,
+}
+
+/// Inserts a license with a fresh key inside `tx` and emits `license.created` there. The caller
+/// commits and then calls `state.licenses.changed` with the row's digest.
+pub async fn create(
+    tx: &mut Tx,
+    data_key: &DataKey,
+    n: NewLicense<'_>,
+) -> Result<(LicenseRow, LicenseKey)> {
+    let id = new_id("lic");
+    let key = LicenseKey::generate();
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
+         max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+    )
+    .bind(&id)
+    .bind(key.digest_hex())
+    .bind(data_key.seal(key.as_str().as_bytes(), &id))
+    .bind(key.last4())
+    .bind(n.product_id)
+    .bind(n.user_id)
+    .bind(n.expires_at)
+    .bind(n.max_activations)
+    .bind(n.entitlements)
+    .bind(n.metadata)
+    .bind(n.order_id)
+    .bind(n.subscription_id)
+    .bind(n.granted_email)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .on_unique(|| Err(Error::Internal(anyhow::anyhow!("license key collision"))))?;
+    let row = store::license_by_id(&mut **tx, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))?;
+    events::emit(
+        tx,
+        "license.created",
+        serde_json::to_value(row.view(0, None)).expect("json"),
+    )
+    .await?
+    .with_key(tx, data_key, key.as_str())
+    .await?;
+    Ok((row, key))
+}
 
 /// A change to a license's status, expiry or key.
 #[derive(Debug, Clone)]
@@ -309,6 +369,64 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
         activation: a,
         license,
     })
+}
+
+/// Records that the device holding a seat of `license_id` is alive at `now`; `None` when it holds
+/// none. A single conditional update, so it needs no license lock: it races only the reaper, whose
+/// delete is guarded by the time of the last heartbeat.
+pub async fn heartbeat<'e, E>(
+    ex: E,
+    license_id: &str,
+    fingerprint: &str,
+    now: i64,
+) -> Result<Option<Activation>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!(
+        "UPDATE activations SET last_heartbeat_at = $3 WHERE license_id = $1 AND fingerprint = $2 \
+         RETURNING {}",
+        super::model::ACTIVATION_COLUMNS
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(license_id)
+        .bind(fingerprint)
+        .bind(now)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// New terms for a license (an admin's PATCH): each `Some` replaces the current value. Terms
+/// change what a license allows, not its lifecycle, so nothing is announced.
+#[derive(Debug, Default)]
+pub struct Terms {
+    pub max_activations: Option<i64>,
+    pub expires_at: Option<Option<i64>>,
+    /// JSON text.
+    pub entitlements: Option<String>,
+    /// JSON text.
+    pub metadata: Option<String>,
+    pub user_id: Option<Option<String>>,
+}
+
+/// Writes `terms` over `cur` (read under the license's write lock in `tx`) and returns the row.
+pub async fn amend(tx: &mut Tx, cur: &LicenseRow, terms: Terms) -> Result<LicenseRow> {
+    sqlx::query(
+        "UPDATE licenses SET max_activations = $2, expires_at = $3, entitlements = $4, metadata = $5, \
+         user_id = $6, updated_at = $7 WHERE id = $1",
+    )
+    .bind(&cur.id)
+    .bind(terms.max_activations.unwrap_or(cur.max_activations))
+    .bind(terms.expires_at.unwrap_or(cur.expires_at))
+    .bind(terms.entitlements.unwrap_or_else(|| cur.entitlements.clone()))
+    .bind(terms.metadata.unwrap_or_else(|| cur.metadata.clone()))
+    .bind(terms.user_id.unwrap_or_else(|| cur.user_id.clone()))
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    store::license_by_id(&mut **tx, &cur.id)
+        .await?
+        .ok_or_else(|| Error::no_such("License"))
 }
 
 /// Frees the seat `a` of `row` inside `tx` (which holds the license's write lock) and emits
