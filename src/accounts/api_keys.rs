@@ -19,26 +19,10 @@ use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct KeyRow {
-    id: String,
-    user_id: String,
-    name: String,
-    scope: String,
-    environment: String,
-    prefix: String,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    request_count: i64,
-    error_count: i64,
-    last_used_at: Option<i64>,
-    created_at: i64,
-}
-
 const KEY_COLUMNS: &str = "id, user_id, name, scope, environment, prefix, expires_at, revoked_at, request_count, error_count, last_used_at, created_at";
 
 /// An API key as listed (never the secret).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ApiKey {
     #[schema(example = "key_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -55,25 +39,6 @@ pub struct ApiKey {
     pub error_count: i64,
     pub last_used_at: Option<Timestamp>,
     pub created_at: Timestamp,
-}
-
-impl KeyRow {
-    fn view(self) -> ApiKey {
-        ApiKey {
-            id: self.id,
-            user_id: self.user_id,
-            name: self.name,
-            scope: Scope::parse(&self.scope),
-            environment: Environment::parse(&self.environment),
-            prefix: self.prefix,
-            expires_at: self.expires_at.map(Timestamp),
-            revoked_at: self.revoked_at.map(Timestamp),
-            request_count: self.request_count,
-            error_count: self.error_count,
-            last_used_at: self.last_used_at.map(Timestamp),
-            created_at: Timestamp(self.created_at),
-        }
-    }
 }
 
 /// The answer that shows a key, once. `Debug` leaves the key out.
@@ -206,7 +171,7 @@ pub async fn list_api_keys(
     if p.role != Role::Admin {
         f.push("user_id", "=", p.user_id.clone());
     }
-    let rows = crate::db::list::page::<KeyRow>(
+    let rows = crate::db::list::page::<ApiKey>(
         &state.db,
         &format!("SELECT {KEY_COLUMNS} FROM api_keys"),
         "id",
@@ -215,12 +180,12 @@ pub async fn list_api_keys(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(KeyRow::view)))
+    Ok(Json(rows))
 }
 
-async fn visible_key(state: &AppState, p: &crate::auth::Principal, id: &str) -> Result<KeyRow> {
+async fn visible_key(state: &AppState, p: &crate::auth::Principal, id: &str) -> Result<ApiKey> {
     let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
-    let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(&state.db.pool)
         .await?;
@@ -238,7 +203,7 @@ pub async fn get_api_key(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>> {
     state.accounting.flush(&state.db).await;
-    Ok(Json(visible_key(&state, &p, &id).await?.view()))
+    Ok(Json(visible_key(&state, &p, &id).await?))
 }
 
 /// Revokes an API key at once.
@@ -271,7 +236,7 @@ pub async fn rotate_api_key(
 ) -> Result<(StatusCode, Json<CreatedApiKey>)> {
     let old = visible_key(&state, &p, &id).await?;
     let now = now_ms();
-    if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e <= now) {
+    if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e.ms() <= now) {
         return Err(Error::conflict(
             "API_KEY_INACTIVE",
             "A revoked or expired key cannot be rotated",
@@ -288,7 +253,7 @@ pub async fn rotate_api_key(
     )
     .bind(&old.id)
     .bind(now)
-    .bind(old.expires_at.map_or(grace_end, |e| e.min(grace_end)))
+    .bind(old.expires_at.map_or(grace_end, |e| e.ms().min(grace_end)))
     .execute(&mut *tx)
     .await?;
     if marked.rows_affected() != 1 {
@@ -301,9 +266,9 @@ pub async fn rotate_api_key(
         &mut tx,
         &old.user_id,
         &old.name,
-        Scope::parse(&old.scope),
-        Environment::parse(&old.environment),
-        old.expires_at,
+        old.scope,
+        old.environment,
+        old.expires_at.map(Timestamp::ms),
         Some(&old.id),
     )
     .await?;

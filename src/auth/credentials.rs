@@ -226,3 +226,8 @@ pub struct SessionInfo {
     /// The stored SHA-256 of the session id.
     pub digest: String,
 }
+
+// Stored as their `as_str` text; decoded straight from rows.
+crate::text_column!(Role, Role::parse);
+crate::text_column!(Scope, Scope::parse);
+crate::text_column!(Environment, Environment::parse);

@@ -13,6 +13,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 
 mod claim;
+mod decode;
 pub mod list;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

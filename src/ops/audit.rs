@@ -123,21 +123,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit_log))
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct AuditRow {
-    id: String,
-    at: i64,
-    user_id: Option<String>,
-    api_key_id: Option<String>,
-    method: String,
-    path: String,
-    status: i64,
-    client_ip: Option<String>,
-    request_id: Option<String>,
-}
-
-/// One audited request.
-#[derive(Debug, Serialize, ToSchema)]
+/// One audited request, decoded straight from its row.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct AuditRecord {
     pub id: String,
     pub at: Timestamp,
@@ -200,7 +187,7 @@ pub async fn list_audit_log(
     if let Some(v) = filters.status {
         f.push_raw("CAST(status AS TEXT) = $?", v.to_string());
     }
-    let rows = crate::db::list::page::<AuditRow>(
+    let rows = crate::db::list::page::<AuditRecord>(
         &state.db,
         "SELECT id, at, user_id, api_key_id, method, path, status, client_ip, request_id FROM audit_log",
         "id",
@@ -209,15 +196,5 @@ pub async fn list_audit_log(
         |r| &r.id,
     )
     .await?;
-    Ok(Json(rows.map(|r| AuditRecord {
-        id: r.id,
-        at: Timestamp(r.at),
-        user_id: r.user_id,
-        api_key_id: r.api_key_id,
-        method: r.method,
-        path: r.path,
-        status: r.status,
-        client_ip: r.client_ip,
-        request_id: r.request_id,
-    })))
+    Ok(Json(rows))
 }
