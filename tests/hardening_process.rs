@@ -72,15 +72,9 @@ impl Server {
     }
 
     async fn admin_token(&self, http: &reqwest::Client) -> String {
-        let r: Value = http
-            .post(format!("{}/api/auth/login", self.base))
-            .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{}/api/auth/login", self.base);
+        let body = json!({"email": ADMIN.0, "password": ADMIN.1});
+        let r = common::post_json(http, &url, None, &body).await;
         r["token"].as_str().expect("login").to_string()
     }
 }
@@ -161,16 +155,13 @@ async fn webhooks_never_go_through_a_proxy_from_the_environment() {
     let token = server.admin_token(&http).await;
     // A name that does not resolve here passes the URL check (delivery would retry it); through
     // a proxy it would reach whatever the proxy can resolve.
-    let ep: Value = http
-        .post(format!("{}/api/webhook-endpoints", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"url": "http://internal-only.invalid/hook", "events": ["*"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ep = common::post_json(
+        &http,
+        &format!("{}/api/webhook-endpoints", server.base),
+        Some(&token),
+        &json!({"url": "http://internal-only.invalid/hook", "events": ["*"]}),
+    )
+    .await;
     let ep_id = ep["id"].as_str().unwrap_or_else(|| panic!("{ep}"));
     let r = http
         .post(format!(
@@ -186,15 +177,7 @@ async fn webhooks_never_go_through_a_proxy_from_the_environment() {
     let deliveries = format!("{}/api/webhook-endpoints/{ep_id}/deliveries", server.base);
     let attempt = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let d: Value = http
-                .get(&deliveries)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let d = common::get_json(&http, &deliveries, &token).await;
             if let Some(a) = d["data"][0]["attempts"].as_array().and_then(|a| a.first()) {
                 return a.clone();
             }

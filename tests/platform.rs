@@ -30,23 +30,14 @@ async fn from_peer(
     token: Option<&str>,
     xff: Option<&str>,
 ) -> TestResponse {
-    let mut b = Request::builder().method(method).uri(path);
+    let mut headers = vec![];
     if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
+        headers.push(("authorization", format!("Bearer {t}")));
     }
     if let Some(x) = xff {
-        b = b.header("x-forwarded-for", x);
+        headers.push(("x-forwarded-for", x.to_string()));
     }
-    let mut req = match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .unwrap();
-    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(addr));
-    app.send(req).await
+    with_headers(app, peer, method, path, body, &headers).await
 }
 
 fn header_u64(r: &TestResponse, name: &str) -> u64 {

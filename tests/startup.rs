@@ -231,15 +231,13 @@ async fn an_existing_database_file_readable_by_others_is_restricted_at_start() {
 /// Logs in as the configured admin and creates a product and a license; returns the license.
 async fn create_license(base: &str) -> Value {
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = common::post_json(
+        &http,
+        &format!("{base}/api/auth/login"),
+        None,
+        &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+    )
+    .await;
     let token = login["token"].as_str().expect("token").to_string();
     let post = |path: &str, body: Value| {
         http.post(format!("{base}{path}"))
@@ -315,15 +313,13 @@ async fn a_lost_data_key_stops_the_start_instead_of_being_replaced() {
     std::fs::write(keys.join("data.key"), data_key).unwrap();
     let server = Server::start(dir.path(), &env).await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/api/auth/login", server.base))
-        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = common::post_json(
+        &http,
+        &format!("{}/api/auth/login", server.base),
+        None,
+        &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+    )
+    .await;
     let got = http
         .get(format!(
             "{}/api/licenses/{}",

@@ -337,3 +337,35 @@ pub fn now_s() -> i64 {
 pub fn now_ms() -> i64 {
     ecosire::timestamp::now_ms()
 }
+
+/// POSTs `body` as JSON to a server on a real socket (with a bearer `token` if given) and returns
+/// the answer's JSON body.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> Value {
+    let mut req = http.post(url).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
+
+/// GETs `url` from a server on a real socket with a bearer `token` and returns the JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
