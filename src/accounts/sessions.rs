@@ -114,6 +114,7 @@ pub async fn login(
     let Some(user) = user.filter(|_| ok) else {
         return Err(bad());
     };
+    let user = user.user;
     let token = start_session(&state, &user.id).await?;
     let mut res = Json(LoginResponse {
         token: token.clone(),
@@ -121,7 +122,7 @@ pub async fn login(
             id: user.id,
             email: user.email,
             name: user.name,
-            role: Role::parse(&user.role),
+            role: user.role,
         },
     })
     .into_response();

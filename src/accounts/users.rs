@@ -13,22 +13,18 @@ use crate::http::pagination::{Listing, Page, PageParams};
 use crate::state::AppState;
 use crate::timestamp::{Timestamp, now_ms};
 
+/// A user as stored: the user object plus what must never be shown (the password hash).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
-    pub id: String,
-    pub email: String,
-    pub name: String,
+    #[sqlx(flatten)]
+    pub user: User,
     pub password_hash: Option<String>,
-    pub role: String,
-    pub plan: String,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
 const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, created_at, updated_at";
 
-/// The user object (never the password hash).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// The user object (never the password hash), decoded straight from its row.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct User {
     #[schema(example = "usr_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -43,14 +39,7 @@ pub struct User {
 
 impl UserRow {
     pub fn view(&self) -> User {
-        User {
-            id: self.id.clone(),
-            email: self.email.clone(),
-            name: self.name.clone(),
-            role: Role::parse(&self.role),
-            plan: self.plan.clone(),
-            created_at: Timestamp(self.created_at),
-        }
+        self.user.clone()
     }
 }
 
@@ -227,10 +216,10 @@ pub async fn list_users(
         "id",
         f,
         &req,
-        |r| &r.id,
+        |r| &r.user.id,
     )
     .await?;
-    Ok(Json(rows.map(|r| r.view())))
+    Ok(Json(rows.map(|r| r.user)))
 }
 
 /// Gets one user (admin).

@@ -130,6 +130,7 @@ pub async fn create_license(
             crate::accounts::users::find_by_id(&state, uid)
                 .await?
                 .ok_or_else(|| Error::invalid("user_id", "no such user"))?
+                .user
                 .id,
         ),
         (None, Some(e)) => crate::accounts::users::owner_for_email(&mut tx, e).await?,

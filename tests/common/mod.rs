@@ -216,7 +216,7 @@ impl TestApp {
         .unwrap()
         .expect("new email");
         let token = self.login(email, "customer-pass-1").await;
-        (u.id, token)
+        (u.user.id, token)
     }
 
     /// Creates a product (admin); `extra` fields override the defaults.
