@@ -22,28 +22,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_subscription))
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct OrderRow {
-    id: String,
-    user_id: Option<String>,
-    status: String,
-    email: Option<String>,
-    stripe_checkout_session_id: Option<String>,
-    stripe_payment_intent_id: Option<String>,
-    stripe_subscription_id: Option<String>,
-    subscription_id: Option<String>,
-    amount_total: Option<i64>,
-    amount_refunded: i64,
-    currency: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
 const ORDER_SELECT: &str = "SELECT id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, \
      stripe_subscription_id, subscription_id, amount_total, amount_refunded, currency, created_at, updated_at FROM orders";
 
 /// An order (a paid Stripe checkout) and the licenses it granted.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Order {
     #[schema(example = "ord_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -60,6 +43,9 @@ pub struct Order {
     pub amount_total: Option<i64>,
     pub amount_refunded: i64,
     pub currency: Option<String>,
+    /// The licenses it granted or keeps in step.
+    // Not a column: read from the licenses table by the view.
+    #[sqlx(skip)]
     pub license_ids: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -74,7 +60,7 @@ trait Owned: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {
     fn owner(&self) -> Option<&str>;
 }
 
-impl Owned for OrderRow {
+impl Owned for Order {
     const SELECT: &'static str = ORDER_SELECT;
     const WHAT: &'static str = "Order";
     fn id(&self) -> &str {
@@ -116,24 +102,9 @@ async fn license_ids(state: &AppState, column: &'static str, value: &str) -> Res
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-async fn order_view(state: &AppState, r: OrderRow) -> Result<Order> {
-    let license_ids = license_ids(state, "order_id", &r.id).await?;
-    Ok(Order {
-        id: r.id,
-        user_id: r.user_id,
-        status: r.status,
-        email: r.email,
-        stripe_checkout_session_id: r.stripe_checkout_session_id,
-        stripe_payment_intent_id: r.stripe_payment_intent_id,
-        stripe_subscription_id: r.stripe_subscription_id,
-        subscription_id: r.subscription_id,
-        amount_total: r.amount_total,
-        amount_refunded: r.amount_refunded,
-        currency: r.currency,
-        license_ids,
-        created_at: Timestamp(r.created_at),
-        updated_at: Timestamp(r.updated_at),
-    })
+async fn order_view(state: &AppState, mut o: Order) -> Result<Order> {
+    o.license_ids = license_ids(state, "order_id", &o.id).await?;
+    Ok(o)
 }
 
 /// Lists orders: all for admins, their own for customers.
@@ -145,7 +116,7 @@ pub async fn list_orders(
     p: Principal,
     Listing { page, .. }: Listing,
 ) -> Result<Json<Page<Order>>> {
-    let rows = list_owned::<OrderRow>(&state, &p, &page).await?;
+    let rows = list_owned::<Order>(&state, &p, &page).await?;
     Ok(Json(rows.try_map(|r| order_view(&state, r)).await?))
 }
 
@@ -158,25 +129,14 @@ pub async fn get_order(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Order>> {
-    let row = get_owned::<OrderRow>(&state, &p, &id).await?;
+    let row = get_owned::<Order>(&state, &p, &id).await?;
     Ok(Json(order_view(&state, row).await?))
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct SubscriptionRow {
-    id: String,
-    user_id: Option<String>,
-    stripe_subscription_id: String,
-    status: String,
-    current_period_end: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
 }
 
 const SUBSCRIPTION_SELECT: &str = "SELECT id, user_id, stripe_subscription_id, status, current_period_end, \
      created_at, updated_at FROM subscriptions";
 
-impl Owned for SubscriptionRow {
+impl Owned for Subscription {
     const SELECT: &'static str = SUBSCRIPTION_SELECT;
     const WHAT: &'static str = "Subscription";
     fn id(&self) -> &str {
@@ -188,7 +148,7 @@ impl Owned for SubscriptionRow {
 }
 
 /// A Stripe subscription and the licenses it keeps in step.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Subscription {
     #[schema(example = "sbs_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")]
     pub id: String,
@@ -198,23 +158,17 @@ pub struct Subscription {
     /// Stripe's status (`active`, `trialing`, `past_due`, `canceled`, …) or `failed`.
     pub status: String,
     pub current_period_end: Option<Timestamp>,
+    /// The licenses it granted or keeps in step.
+    // Not a column: read from the licenses table by the view.
+    #[sqlx(skip)]
     pub license_ids: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
-async fn subscription_view(state: &AppState, r: SubscriptionRow) -> Result<Subscription> {
-    let license_ids = license_ids(state, "subscription_id", &r.id).await?;
-    Ok(Subscription {
-        id: r.id,
-        user_id: r.user_id,
-        stripe_subscription_id: r.stripe_subscription_id,
-        status: r.status,
-        current_period_end: r.current_period_end.map(Timestamp),
-        license_ids,
-        created_at: Timestamp(r.created_at),
-        updated_at: Timestamp(r.updated_at),
-    })
+async fn subscription_view(state: &AppState, mut s: Subscription) -> Result<Subscription> {
+    s.license_ids = license_ids(state, "subscription_id", &s.id).await?;
+    Ok(s)
 }
 
 /// Lists subscriptions: all for admins, their own for customers.
@@ -226,7 +180,7 @@ pub async fn list_subscriptions(
     p: Principal,
     Listing { page, .. }: Listing,
 ) -> Result<Json<Page<Subscription>>> {
-    let rows = list_owned::<SubscriptionRow>(&state, &p, &page).await?;
+    let rows = list_owned::<Subscription>(&state, &p, &page).await?;
     Ok(Json(rows.try_map(|r| subscription_view(&state, r)).await?))
 }
 
@@ -239,6 +193,6 @@ pub async fn get_subscription(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Subscription>> {
-    let row = get_owned::<SubscriptionRow>(&state, &p, &id).await?;
+    let row = get_owned::<Subscription>(&state, &p, &id).await?;
     Ok(Json(subscription_view(&state, row).await?))
 }
