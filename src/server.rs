@@ -47,11 +47,11 @@ fn api_router_and_spec() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, api)
 }
 
-async fn not_found() -> Error {
+async fn not_found(_rate: crate::auth::limits::Public) -> Error {
     Error::not_found("NOT_FOUND", "No such route")
 }
 
-async fn method_not_allowed() -> Error {
+async fn method_not_allowed(_rate: crate::auth::limits::Public) -> Error {
     Error::MethodNotAllowed
 }
 
@@ -78,10 +78,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
         // Router-level layers wrap each route, so they see its MatchedPath; the last is outermost.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::limits::middleware,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::http::ratelimit::headers,

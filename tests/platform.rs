@@ -639,3 +639,47 @@ async fn a_client_supplied_forwarded_for_line_does_not_beat_the_proxys() {
         }
     }
 }
+
+/// Every handler names the bucket that pays for it (there is no table of routes to fall back
+/// on): each documented operation, called anonymously and with a key, answers with rate-limit
+/// headers, and so does an unknown route.
+#[tokio::test]
+async fn every_operation_is_rate_limited() {
+    let app = limited_app(|_| {}).await;
+    let spec = app.get("/api/openapi.json", None).await.expect(200).clone();
+    let token = app.admin_token.clone();
+    for (method, path) in operations(&spec) {
+        let concrete = path.replace('{', "x_").replace('}', "");
+        let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+        for who in [None, Some(token.as_str())] {
+            let r = from_peer(
+                &app,
+                "198.51.100.90",
+                method.parse().unwrap(),
+                &concrete,
+                body.clone(),
+                who,
+                None,
+            )
+            .await;
+            assert!(
+                r.header("x-ratelimit-limit").is_some(),
+                "{method} {path} ({}) answered {} without rate-limit headers",
+                if who.is_some() { "admin" } else { "anonymous" },
+                r.status
+            );
+        }
+    }
+    let r = from_peer(
+        &app,
+        "198.51.100.90",
+        Method::GET,
+        "/api/nope",
+        None,
+        None,
+        None,
+    )
+    .await;
+    r.expect_problem(404, "NOT_FOUND");
+    assert!(r.header("x-ratelimit-limit").is_some());
+}

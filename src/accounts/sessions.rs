@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::users::{self, User};
+use crate::auth::limits::{Login, PerIp, Register};
 use crate::auth::{COOKIE_NAME, Principal, Role, SESSION_AUDIENCE, SessionClaims};
 use crate::crypto::{random_base62, sha256_hex};
 use crate::error::{Error, Result};
@@ -92,6 +93,7 @@ fn session_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue 
     responses((status = 200, body = LoginResponse), (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::Problem)))]
 pub async fn login(
     State(state): State<AppState>,
+    _rate: PerIp<Login>,
     Json(req): Json<LoginRequest>,
 ) -> Result<Response> {
     let bad = || {
@@ -188,6 +190,7 @@ pub struct UserEnvelope {
               (status = 409, description = "EMAIL_TAKEN", body = crate::error::Problem)))]
 pub async fn register(
     State(state): State<AppState>,
+    _rate: PerIp<Register>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserEnvelope>)> {
     if !state.config.registration {

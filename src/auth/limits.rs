@@ -1,74 +1,127 @@
-//! Which bucket pays for a request: the public routes' own per-IP buckets (login, register,
-//! support, CRM, newsletter; ask per principal, else IP), and for everything else the caller —
-//! its own bucket once its credentials verify, the per-IP anonymous bucket otherwise. Validate
-//! and activate are charged by their handlers (`RateContext`), which hold the parsed key.
+//! Which bucket pays for a request, stated by each handler in its signature — no table of routes:
+//!
+//! - `Public`: a public route with no row of its own pays with its caller — the caller's own
+//!   bucket once its credentials verify, the per-IP `anonymous` bucket otherwise;
+//! - `PerIp<B>`: a public form with its own per-IP row (login, register, support, CRM,
+//!   newsletter);
+//! - `AskLimit`: `ask`, per verified principal, else per IP;
+//! - `RateContext` (in `http::ratelimit`): validate and activate, charged by license key once the
+//!   handler has parsed it, before the database is asked;
+//! - the access extractors (`Principal`, `Admin`, …) charge authenticated routes.
+//!
+//! Every route must name one of them; `platform::every_operation_is_rate_limited` calls each
+//! operation and fails on one that answers without rate-limit headers.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 use crate::error::Error;
 use crate::http::ratelimit::{RateSlot, ip_key};
 use crate::state::AppState;
 
-/// Which public bucket a route belongs to.
-fn bucket_for(method: &Method, path: &str) -> Option<&'static str> {
-    if method != Method::POST {
-        return None;
-    }
-    Some(match path {
-        "/api/support" => "support",
-        "/api/crm/capture" => "crm",
-        "/api/ecosire-ai/ask" => "ask",
-        "/api/licenses/validate" => "validate",
-        "/api/licenses/activate" => "activate",
-        "/api/newsletter/subscribe" => "newsletter",
-        "/api/auth/login" => "login",
-        "/api/auth/register" => "register",
-        _ => return None,
-    })
+fn slot(parts: &Parts) -> Option<RateSlot> {
+    parts.extensions.get::<RateSlot>().cloned()
 }
 
-/// Checks the public buckets, charges every other request to its verified caller or its IP, and
-/// writes the rate-limit headers on every response.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !state.limits.enabled {
-        return next.run(req).await;
-    }
-    let (mut parts, body) = req.into_parts();
-    let slot = parts
-        .extensions
-        .get::<RateSlot>()
-        .cloned()
-        .unwrap_or_default();
-    let path = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    let verdict = match bucket_for(&parts.method, &path) {
-        // The hot path charges its own bucket once it has parsed the key (`RateContext`).
-        Some("validate" | "activate") => Ok(()),
-        // Per principal once its credentials verify, else per IP.
-        Some("ask") => {
-            let key = match super::extract::resolve(&mut parts, &state).await {
-                Ok(Some(p)) => format!("user:{}", p.user_id),
-                _ => ip_key(&parts, &state),
-            };
-            state.limits.check("ask", &key, Some(&slot))
+/// A public route without a row of its own: charged to its verified caller, else its IP.
+#[derive(Debug, Clone, Copy)]
+pub struct Public;
+
+impl FromRequestParts<AppState> for Public {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !state.limits.enabled {
+            return Ok(Public);
         }
-        Some(b) => state.limits.check(b, &ip_key(&parts, &state), Some(&slot)),
-        None => match super::extract::resolve(&mut parts, &state).await {
-            Ok(p) => super::extract::charge(&mut parts, &state, p.as_ref()),
+        match super::extract::resolve(parts, state).await {
+            Ok(p) => super::extract::charge(parts, state, p.as_ref())?,
+            // Credentials that do not verify buy nothing: the IP pays.
             Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
-                super::extract::charge(&mut parts, &state, None)
+                super::extract::charge(parts, state, None)?
             }
-            Err(e) => Err(e),
-        },
+            Err(e) => return Err(e),
+        }
+        Ok(Public)
+    }
+}
+
+/// A per-IP bucket of API.md's rate-limit table (its name is also the suffix of its
+/// `ECOSIRE_RATE_LIMIT_<NAME>` variable).
+pub trait Bucket: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+macro_rules! buckets {
+    ($($(#[$doc:meta])* $name:ident = $bucket:literal;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+            impl Bucket for $name {
+                const NAME: &'static str = $bucket;
+            }
+        )*
     };
-    match verdict {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(e) => e.into_response(),
+}
+
+buckets! {
+    /// `POST /api/auth/login`.
+    Login = "login";
+    /// `POST /api/auth/register`.
+    Register = "register";
+    /// `POST /api/support`.
+    Support = "support";
+    /// `POST /api/crm/capture`.
+    Crm = "crm";
+    /// `POST /api/newsletter/subscribe`.
+    Newsletter = "newsletter";
+}
+
+/// Charges the request to the per-IP bucket `B`, before the body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct PerIp<B>(PhantomData<B>);
+
+impl<B: Bucket> FromRequestParts<AppState> for PerIp<B> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.limits.enabled {
+            state
+                .limits
+                .check(B::NAME, &ip_key(parts, state), slot(parts).as_ref())?;
+        }
+        Ok(PerIp(PhantomData))
+    }
+}
+
+/// The `ask` bucket: per principal once its credentials verify, else per IP.
+#[derive(Debug, Clone, Copy)]
+pub struct AskLimit;
+
+impl FromRequestParts<AppState> for AskLimit {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !state.limits.enabled {
+            return Ok(AskLimit);
+        }
+        let key = match super::extract::resolve(parts, state).await {
+            Ok(Some(p)) => format!("user:{}", p.user_id),
+            _ => ip_key(parts, state),
+        };
+        state.limits.check("ask", &key, slot(parts).as_ref())?;
+        Ok(AskLimit)
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::Public;
 use crate::crypto::new_id;
 use crate::db::Tx;
 use crate::error::{Error, Result};
@@ -80,6 +81,7 @@ struct Effects {
               (status = 503, description = "STRIPE_NOT_CONFIGURED", body = crate::error::Problem)))]
 pub async fn receive_stripe_event(
     State(state): State<AppState>,
+    _rate: Public,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<StripeAck>> {

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::Public;
 use crate::http::extract::Json;
 use crate::state::AppState;
 
@@ -131,7 +132,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Lists every event type with a description and an example payload (public).
 #[utoipa::path(get, path = "/api/webhooks/events", tag = "webhooks", responses((status = 200, body = EventCatalog)))]
-pub async fn list_event_types() -> Json<EventCatalog> {
+pub async fn list_event_types(_rate: Public) -> Json<EventCatalog> {
     let data = LICENSE_TYPES
         .iter()
         .chain(STRIPE_TYPES)

@@ -326,6 +326,15 @@ impl RateContext {
     pub fn check(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
         limits.check(bucket, key, self.slot.as_ref())
     }
+    /// A request refused before its key could be read (malformed JSON, invalid fields) is charged
+    /// to the client's IP, so bad input is not a free way to hammer the route: the refusal
+    /// `error` is answered, or 429 once the IP has spent its allowance.
+    pub fn refuse(&self, limits: &Limits, bucket: &str, error: Error) -> Error {
+        match self.check(limits, bucket, &self.ip_key) {
+            Ok(()) => error,
+            Err(limited) => limited,
+        }
+    }
     /// Refuses a key known to have spent its allowance, without taking a cell (`Limits::blocked`).
     pub fn blocked(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
         limits.blocked(bucket, key, self.slot.as_ref())

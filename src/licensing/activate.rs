@@ -12,6 +12,7 @@ use super::lifecycle::{self, Device};
 use super::model::{Activation, License};
 use super::validate::{check_fingerprint, license_not_found, limited_snapshot, snapshot_for};
 use super::{store, token};
+use crate::auth::limits::Public;
 use crate::error::{Error, Result};
 use crate::http::checks::Checks;
 use crate::http::extract::Json;
@@ -50,14 +51,16 @@ pub struct ActivationResponse {
 pub async fn activate_license(
     State(state): State<AppState>,
     rate: RateContext,
-    Json(req): Json<ActivateRequest>,
+    body: Result<Json<ActivateRequest>, Error>,
 ) -> Result<Response> {
+    let limits = &state.limits;
+    let Json(req) = body.map_err(|e| rate.refuse(limits, "activate", e))?;
     let mut c = Checks::new();
     check_fingerprint(&mut c, &req.fingerprint);
     c.opt_len(req.name.as_deref(), "name", 0, 255);
     c.opt_len(req.platform.as_deref(), "platform", 0, 255);
     c.opt_len(req.hostname.as_deref(), "hostname", 0, 255);
-    c.finish()?;
+    c.finish().map_err(|e| rate.refuse(limits, "activate", e))?;
     let key = LicenseKey::parse(&req.key);
     let snap = limited_snapshot(&state, &rate, "activate", key.as_ref())
         .await?
@@ -126,6 +129,7 @@ fn activation_not_found() -> Error {
               (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn deactivate_license(
     State(state): State<AppState>,
+    _rate: Public,
     Json(req): Json<DeviceRequest>,
 ) -> Result<StatusCode> {
     let mut c = Checks::new();
@@ -159,6 +163,7 @@ pub struct HeartbeatResponse {
               (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn heartbeat_license(
     State(state): State<AppState>,
+    _rate: Public,
     Json(req): Json<DeviceRequest>,
 ) -> Result<Json<HeartbeatResponse>> {
     let mut c = Checks::new();

@@ -21,6 +21,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::Public;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -54,13 +55,13 @@ fn jwks_response(state: &AppState) -> Response {
 /// The public keys that verify license tokens (JWKS, RFC 7517).
 #[utoipa::path(get, path = "/api/licenses/jwks", tag = "licensing",
     responses((status = 200, description = "JWK Set", body = Object)))]
-pub async fn jwks(State(state): State<AppState>) -> Response {
+pub async fn jwks(_rate: Public, State(state): State<AppState>) -> Response {
     jwks_response(&state)
 }
 
 /// The same JWKS at the well-known location.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "licensing",
     responses((status = 200, description = "JWK Set", body = Object)))]
-pub async fn well_known_jwks(State(state): State<AppState>) -> Response {
+pub async fn well_known_jwks(_rate: Public, State(state): State<AppState>) -> Response {
     jwks_response(&state)
 }

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Admin;
+use crate::auth::limits::Public;
 use crate::crypto::new_id;
 use crate::error::{Error, Result, ResultExt};
 use crate::http::checks::Checks;
@@ -214,6 +215,7 @@ pub async fn create_product(
     responses((status = 200, body = Page<Product>)))]
 pub async fn list_products(
     State(state): State<AppState>,
+    _rate: Public,
     Listing { page: req, .. }: Listing,
 ) -> Result<Json<Page<Product>>> {
     let f = crate::db::Filters::default();
@@ -234,6 +236,7 @@ pub async fn list_products(
     responses((status = 200, body = Product)))]
 pub async fn get_product(
     State(state): State<AppState>,
+    _rate: Public,
     Path(id): Path<String>,
 ) -> Result<Json<Product>> {
     let row = find(&state, &id)

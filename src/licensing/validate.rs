@@ -12,6 +12,7 @@ use super::cache::Snapshot;
 use super::decide::{self, Ask, Code};
 use super::key::LicenseKey;
 use super::model::{Activation, License};
+use crate::auth::limits::Public;
 use crate::error::{Error, Result};
 use crate::http::checks::Checks;
 use crate::http::extract::Json;
@@ -62,8 +63,10 @@ pub(super) fn check_fingerprint(c: &mut Checks, fp: &str) {
 pub async fn validate_license(
     State(state): State<AppState>,
     rate: RateContext,
-    Json(req): Json<ValidateRequest>,
+    body: Result<Json<ValidateRequest>, Error>,
 ) -> Result<Response> {
+    let limits = &state.limits;
+    let Json(req) = body.map_err(|e| rate.refuse(limits, "validate", e))?;
     let mut c = Checks::new();
     if let Some(fp) = &req.fingerprint {
         check_fingerprint(&mut c, fp);
@@ -71,7 +74,7 @@ pub async fn validate_license(
     c.opt_len(req.nonce.as_deref(), "nonce", 1, 64);
     c.opt_len(req.product.as_deref(), "product", 1, 255);
     c.string_list(&req.entitlements, "entitlements", 100, 64);
-    c.finish()?;
+    c.finish().map_err(|e| rate.refuse(limits, "validate", e))?;
 
     let key = LicenseKey::parse(&req.key);
     let snap = limited_snapshot(&state, &rate, "validate", key.as_ref()).await?;
@@ -216,6 +219,7 @@ pub struct ActivationList {
     responses((status = 200, body = ActivationList), (status = 404, description = "LICENSE_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn list_own_activations(
     State(state): State<AppState>,
+    _rate: Public,
     Json(req): Json<KeyRequest>,
 ) -> Result<Json<ActivationList>> {
     let (_key, snap) = snapshot_for(&state, &req.key).await?;

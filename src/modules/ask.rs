@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::AskLimit;
 use crate::error::Result;
 use crate::http::checks::Checks;
 use crate::http::extract::Json;
@@ -473,6 +474,7 @@ pub struct AskRequest {
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn ask(
     State(_state): State<AppState>,
+    _rate: AskLimit,
     Json(req): Json<AskRequest>,
 ) -> Result<Json<Answer>> {
     let question = req.question.trim();

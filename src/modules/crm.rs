@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Admin;
+use crate::auth::limits::{Crm, PerIp};
 use crate::crypto::new_id;
 use crate::db::Filters;
 use crate::error::Result;
@@ -80,6 +81,7 @@ pub struct CaptureLead {
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn capture_lead(
     State(state): State<AppState>,
+    _rate: PerIp<Crm>,
     Json(req): Json<CaptureLead>,
 ) -> Result<(StatusCode, Json<Lead>)> {
     let email = normalize_email(&req.email);

@@ -12,6 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Admin;
+use crate::auth::limits::Public;
+use crate::auth::limits::{Newsletter, PerIp};
 use crate::crypto::{new_id, random_base62, sha256_hex};
 use crate::db::Filters;
 use crate::error::{Error, Result, ResultExt};
@@ -76,6 +78,7 @@ pub struct AlreadySubscribed {
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn subscribe(
     State(state): State<AppState>,
+    _rate: PerIp<Newsletter>,
     Json(req): Json<Subscribe>,
 ) -> Result<Response> {
     let email = normalize_email(&req.email)
@@ -149,6 +152,7 @@ pub struct Unsubscribe {
               (status = 404, description = "SUBSCRIPTION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
+    _rate: Public,
     Json(req): Json<Unsubscribe>,
 ) -> Result<StatusCode> {
     let token = req.token.trim();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::{PerIp, Support};
 use crate::auth::{Admin, MaybePrincipal, Principal};
 use crate::crypto::new_id;
 use crate::db::Filters;
@@ -147,6 +148,7 @@ pub struct TicketCreated {
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn create_ticket(
     State(state): State<AppState>,
+    _rate: PerIp<Support>,
     caller: Result<MaybePrincipal, Error>,
     Json(req): Json<CreateTicket>,
 ) -> Result<(StatusCode, Json<TicketCreated>)> {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::auth::limits::Public;
 use crate::state::AppState;
 
 /// The process-wide recorder (one per process, shared by every app built in it).
@@ -63,7 +64,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub async fn metrics_text(State(state): State<AppState>) -> Response {
+pub async fn metrics_text(_rate: Public, State(state): State<AppState>) -> Response {
     metrics::gauge!("ecosire_license_cache_entries").set(state.licenses.entry_count() as f64);
     metrics::counter!("ecosire_license_cache_hits_total")
         .absolute(state.licenses.hits.load(Ordering::Relaxed));
