@@ -25,31 +25,38 @@ fn slot(parts: &Parts) -> Option<RateSlot> {
     parts.extensions.get::<RateSlot>().cloned()
 }
 
+/// The extractor shell of a unit struct that charges a bucket: nothing at all (credentials are not
+/// even looked at) while limits are off.
+macro_rules! charging {
+    ($t:ident, |$parts:ident, $state:ident| $charge:block) => {
+        impl FromRequestParts<AppState> for $t {
+            type Rejection = Error;
+
+            async fn from_request_parts(
+                $parts: &mut Parts,
+                $state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                if $state.limits.enabled $charge
+                Ok($t)
+            }
+        }
+    };
+}
+
 /// A public route without a row of its own: charged to its verified caller, else its IP.
 #[derive(Debug, Clone, Copy)]
 pub struct Public;
 
-impl FromRequestParts<AppState> for Public {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if !state.limits.enabled {
-            return Ok(Public);
+charging!(Public, |parts, state| {
+    match super::extract::resolve(parts, state).await {
+        Ok(p) => super::extract::charge(parts, state, p.as_ref())?,
+        // Credentials that do not verify buy nothing: the IP pays.
+        Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
+            super::extract::charge(parts, state, None)?
         }
-        match super::extract::resolve(parts, state).await {
-            Ok(p) => super::extract::charge(parts, state, p.as_ref())?,
-            // Credentials that do not verify buy nothing: the IP pays.
-            Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
-                super::extract::charge(parts, state, None)?
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(Public)
+        Err(e) => return Err(e),
     }
-}
+});
 
 /// A per-IP bucket of API.md's rate-limit table (its name is also the suffix of its
 /// `ECOSIRE_RATE_LIMIT_<NAME>` variable).
@@ -107,21 +114,10 @@ impl<B: Bucket> FromRequestParts<AppState> for PerIp<B> {
 #[derive(Debug, Clone, Copy)]
 pub struct AskLimit;
 
-impl FromRequestParts<AppState> for AskLimit {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if !state.limits.enabled {
-            return Ok(AskLimit);
-        }
-        let key = match super::extract::resolve(parts, state).await {
-            Ok(Some(p)) => format!("user:{}", p.user_id),
-            _ => ip_key(parts, state),
-        };
-        state.limits.check("ask", &key, slot(parts).as_ref())?;
-        Ok(AskLimit)
-    }
-}
+charging!(AskLimit, |parts, state| {
+    let key = match super::extract::resolve(parts, state).await {
+        Ok(Some(p)) => format!("user:{}", p.user_id),
+        _ => ip_key(parts, state),
+    };
+    state.limits.check("ask", &key, slot(parts).as_ref())?;
+});
