@@ -1,90 +1,11 @@
 //! Review findings that only show in a real process: its memory, and its environment.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use common::process::Server;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-const ADMIN: (&str, &str) = ("admin@proc.local", "proc-admin-password");
-
-/// The release-or-debug `ecosire` binary, serving a fresh database on an ephemeral port.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let db = common::fresh_database_url(dir.path()).await;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecosire"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ECOSIRE_BIND", "127.0.0.1:0")
-            .env("DATABASE_URL", &db)
-            .env("ECOSIRE_KEYS_DIR", dir.path().join("keys"))
-            .env("ECOSIRE_ADMIN_EMAIL", ADMIN.0)
-            .env("ECOSIRE_ADMIN_PASSWORD", ADMIN.1)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start ecosire");
-        let stdout = child.stdout.take().unwrap();
-        // Read stdout to its end on a thread of its own (a closed pipe would fail the server's
-        // later prints), handing over the first address it shows.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http://127.0.0.1:")
-                    && let Some(tx) = tx.take()
-                {
-                    let rest = &line[i..];
-                    let end = rest
-                        .find(|c: char| c.is_whitespace() || c == '"' || c == ')')
-                        .unwrap_or(rest.len());
-                    let _ = tx.send(rest[..end].trim_end_matches('/').to_string());
-                }
-            }
-        });
-        let base = rx.await.expect("the server printed its address");
-        Server {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/…/status"))
-    }
-
-    async fn admin_token(&self, http: &reqwest::Client) -> String {
-        let url = format!("{}/api/auth/login", self.base);
-        let body = json!({"email": ADMIN.0, "password": ADMIN.1});
-        let r = common::post_json(http, &url, None, &body).await;
-        r["token"].as_str().expect("login").to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_registrations_keep_memory_bounded() {

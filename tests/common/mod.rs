@@ -3,6 +3,8 @@
 //! in-process through the router, or over a real socket with `spawn`.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use axum::Router;

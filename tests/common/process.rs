@@ -1,0 +1,196 @@
+//! Real `ecosire serve` processes: one, or several sharing one database and one keys folder (the
+//! multi-instance deployment of docs/scaling.md), which a test can kill (SIGKILL) and restart.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+pub const ADMIN: (&str, &str) = ("admin@proc.local", "proc-admin-password");
+
+/// What the instances of one deployment share: the database and the keys folder.
+pub struct Deployment {
+    pub database_url: String,
+    pub keys_dir: PathBuf,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl Deployment {
+    /// A fresh database (SQLite file, or a throwaway PostgreSQL database when
+    /// `ECOSIRE_TEST_DATABASE_URL` is set) and an empty keys folder.
+    pub async fn new() -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = super::fresh_database_url(dir.path()).await;
+        Deployment {
+            database_url,
+            keys_dir: dir.path().join("keys"),
+            dir: Arc::new(dir),
+        }
+    }
+
+    /// Starts one more instance of this deployment, with `env` on top of the defaults.
+    pub async fn start(&self, env: &[(&str, &str)]) -> Server {
+        Server::spawn(
+            &self.database_url,
+            &self.keys_dir,
+            env,
+            Arc::clone(&self.dir),
+        )
+        .await
+    }
+}
+
+/// One `ecosire serve` process on an ephemeral loopback port. Dropping it kills it.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    env: Vec<(String, String)>,
+    database_url: String,
+    keys_dir: PathBuf,
+    /// Everything the process wrote to stderr (its log), for assertions and failure messages.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A single server on a fresh database of its own.
+    pub async fn start(env: &[(&str, &str)]) -> Server {
+        Deployment::new().await.start(env).await
+    }
+
+    async fn spawn(
+        database_url: &str,
+        keys_dir: &Path,
+        env: &[(&str, &str)],
+        dir: Arc<tempfile::TempDir>,
+    ) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (child, base) = launch(database_url, keys_dir, &env, &log).await;
+        Server {
+            child,
+            base,
+            env,
+            database_url: database_url.to_string(),
+            keys_dir: keys_dir.to_path_buf(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush; what was committed is all that survives.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same database and keys (on a new port: see `base`).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, base) = launch(&self.database_url, &self.keys_dir, &self.env, &self.log).await;
+        self.child = child;
+        self.base = base;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/…/status"))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn admin_token(&self, http: &reqwest::Client) -> String {
+        let body = json!({"email": ADMIN.0, "password": ADMIN.1});
+        let r = super::post_json(http, &self.url("/api/auth/login"), None, &body).await;
+        r["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login: {r}"))
+            .to_string()
+    }
+
+    /// The log lines written so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn launch(
+    database_url: &str,
+    keys_dir: &Path,
+    env: &[(String, String)],
+    log: &Arc<std::sync::Mutex<Vec<String>>>,
+) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecosire"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ECOSIRE_BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", database_url)
+        .env("ECOSIRE_KEYS_DIR", keys_dir)
+        .env("ECOSIRE_ADMIN_EMAIL", ADMIN.0)
+        .env("ECOSIRE_ADMIN_PASSWORD", ADMIN.1)
+        .env("ECOSIRE_COOKIE_SECURE", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start ecosire");
+    // Both pipes are read to their end on threads of their own (a closed pipe would fail the
+    // server's later writes); stdout hands over the first address the server shows.
+    let stderr = child.stderr.take().unwrap();
+    let sink = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://127.0.0.1:")
+                && let Some(tx) = tx.take()
+            {
+                let rest = &line[i..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == ')')
+                    .unwrap_or(rest.len());
+                let _ = tx.send(rest[..end].trim_end_matches('/').to_string());
+            }
+        }
+    });
+    let base = match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(base)) => base,
+        _ => panic!(
+            "the server did not print its address; its log:\n{}",
+            log.lock().unwrap().join("\n")
+        ),
+    };
+    (child, base)
+}
