@@ -3,13 +3,18 @@
 //! - `decide`: the pure decision on a realistic snapshot (should be tens of nanoseconds);
 //! - `token/sign`: one fresh EdDSA license token (claims JSON + base64 + Ed25519: the ~25 µs that
 //!   ARCHITECTURE.md says would cap the hot path if paid on every request);
-//! - `token/snapshot_reuse`: `Snapshot::token` handing out the token it signed moments ago — the
-//!   reuse that saves that signature (compare with `token/snapshot_nonce`, which must sign);
+//! - `token/answer_reuse`: `LicenseCache::valid_body` handing out the answer it rendered moments
+//!   ago — the reuse that saves that signature (compare with `token/snapshot_nonce`, which must
+//!   sign);
 //! - `parts/*`: the other pieces of a validate on a cache hit — key parsing and digest, the snapshot
 //!   cache lookup, the request and response JSON — to see where the in-process time goes;
 //! - `http/*`: the whole in-process `POST /api/licenses/validate` through `ecosire::app` (router,
 //!   middleware, JSON in and out, cache hit, decision, reused token) on SQLite in a tempdir, next to
 //!   `GET /api/health` through the same stack as the floor.
+//!
+//! - `write/activate_sqlite`: a new device activated through the whole stack (one SQLite write
+//!   transaction, its event, a signed token);
+//! - `password/*`: Argon2id hashing and verifying, what a login or registration costs.
 //!
 //! Run: `cargo bench --bench validate -- --warm-up-time 1 --measurement-time 3`.
 
@@ -23,7 +28,7 @@ use axum::http::{Request, StatusCode};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ecosire::config::Config;
 use ecosire::jws::Signer;
-use ecosire::licensing::cache::Snapshot;
+use ecosire::licensing::cache::{LicenseCache, Snapshot};
 use ecosire::licensing::decide::{self, Ask, LicenseState};
 use ecosire::licensing::key::LicenseKey;
 use ecosire::licensing::model::{Activation, LicenseRow, LicenseStatus};
@@ -127,11 +132,22 @@ fn bench_token(c: &mut Criterion) {
     };
     let snap = snapshot(now);
     // Prime the memo so every measured call below is a reuse.
-    let first = snap.token(&signer, ISSUER, Some("3f2a9c1e-machine-id"), None, now);
+    let cache = LicenseCache::default();
+    let answer = |now| {
+        cache.valid_body(
+            &snap,
+            &signer,
+            ISSUER,
+            Some("3f2a9c1e-machine-id"),
+            now,
+            |t| t.into_bytes(),
+        )
+    };
+    let first = answer(now);
     assert_eq!(
-        snap.token(&signer, ISSUER, Some("3f2a9c1e-machine-id"), None, now + 1),
+        answer(now + 1),
         first,
-        "a token signed moments ago is reused"
+        "an answer rendered moments ago is reused"
     );
 
     let mut g = c.benchmark_group("token");
@@ -147,20 +163,10 @@ fn bench_token(c: &mut Criterion) {
             )
         })
     });
-    g.bench_function("snapshot_reuse", |b| {
-        b.iter(|| {
-            snap.token(
-                black_box(&signer),
-                ISSUER,
-                black_box(Some("3f2a9c1e-machine-id")),
-                None,
-                black_box(now),
-            )
-        })
-    });
+    g.bench_function("answer_reuse", |b| b.iter(|| answer(black_box(now))));
     g.bench_function("snapshot_nonce", |b| {
         b.iter(|| {
-            snap.token(
+            snap.sign(
                 black_box(&signer),
                 ISSUER,
                 black_box(Some("3f2a9c1e-machine-id")),
@@ -313,7 +319,7 @@ fn bench_http(c: &mut Criterion) {
         .expect("cache")
         .expect("known key");
     let now = now_ms();
-    let token = snap.token(&bench.state.keys.license, ISSUER, None, None, now);
+    let token = snap.sign(&bench.state.keys.license, ISSUER, None, None, now);
 
     let mut g = c.benchmark_group("parts");
     g.bench_function("key_parse_digest", |b| {
@@ -372,7 +378,73 @@ fn bench_http(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Activation: the write path, one SQLite transaction per new device, on a license with room
+    // for every device the benchmark brings.
+    let key = rt.block_on(async {
+        let login = post_json(
+            &bench.router,
+            "/api/auth/login",
+            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            None,
+        )
+        .await;
+        let admin = login["token"].as_str().expect("session token").to_string();
+        let lic = post_json(
+            &bench.router,
+            "/api/licenses",
+            json!({"product_id": snap.state.product_id, "max_activations": 1_000_000}),
+            Some(&admin),
+        )
+        .await;
+        lic["key"].as_str().expect("license key").to_string()
+    });
+    let device = AtomicUsize::new(0);
+    let mut g = c.benchmark_group("write");
+    g.bench_function("activate_sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            let fp = format!("bench-new-{}", device.fetch_add(1, Ordering::Relaxed));
+            let body = Bytes::from(json!({"key": key, "fingerprint": fp}).to_string());
+            let (status, body) =
+                send(&bench.router, post("/api/licenses/activate", body, None)).await;
+            debug_assert_eq!(status, StatusCode::CREATED);
+            body
+        })
+    });
+    g.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_token, bench_http);
+/// Password hashing (Argon2id, 19 MiB): what a login or registration costs, off the hot path.
+fn bench_password(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hasher = ecosire::accounts::passwords::Hasher::new(1, Duration::from_secs(30));
+    let stored = rt
+        .block_on(hasher.hash("correct horse battery".into()))
+        .expect("hash");
+    let mut g = c.benchmark_group("password");
+    g.sample_size(10);
+    g.bench_function("hash", |b| {
+        b.to_async(&rt)
+            .iter(|| async { hasher.hash("correct horse battery".into()).await })
+    });
+    g.bench_function("verify", |b| {
+        b.to_async(&rt).iter(|| async {
+            hasher
+                .verify(Some(stored.clone()), "correct horse battery".into())
+                .await
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_decide,
+    bench_token,
+    bench_http,
+    bench_password
+);
 criterion_main!(benches);

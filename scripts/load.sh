@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# Load test of the license hot path against a real release server on 127.0.0.1.
+# Load test of ECOSIRE against the ceiling of this machine, every figure next to its target.
 #
 #   bash scripts/load.sh
 #
-# Needs wrk (Debian/Ubuntu: apt-get install wrk), python3 and curl. Builds the release binary
-# (wherever cargo puts it: CARGO_TARGET_DIR is honoured), starts it on a free loopback port
-# with a fresh SQLite database and keys folder (rate limits off), seeds LICENSES licenses
-# through the API (scripts/seed.py), then measures with wrk:
-#   1. POST /api/licenses/validate, a random key of the set per request (after a warm-up);
-#   2. GET /api/health, the floor of the same server and stack;
-# and prints rps, p50, p99, server CPU per request, and the validate/health ratio (target:
-# ≥ 0.7 with validate p99 ≤ 5 ms). The server is stopped on exit, whatever happens.
+# Needs wrk (Debian/Ubuntu: apt-get install wrk), python3 and curl; psql and a PostgreSQL at
+# $PG_URL for the PostgreSQL activation figure (skipped, and said so, without them). Builds two
+# release binaries (CARGO_TARGET_DIR is honoured): the server, and the ceiling — a minimal axum
+# JSON endpoint (benches/ceiling.rs) that answers GET /api/health and POST /api/licenses/validate
+# with the same bytes as the real server. Then, all on 127.0.0.1:
 #
-# Knobs (environment): LICENSES=10000 CONNS=64 DURATION=10 WARMUP=3 THREADS=2
-#   SEED_CONCURRENCY=8 BUILD_TIMEOUT=3600 PERF=1 (perf-record the server during each run; flat
-#   profiles by DSO and symbol go to <target dir>/load/perf-{validate,health}.txt).
-# Every step has a time bound; all traffic stays on 127.0.0.1.
+#   1. the server on a fresh SQLite database, access log (RUST_LOG=info, to a file) and metrics
+#      on, rate limits off; LICENSES licenses issued in bulk through the store
+#      (`ecosire license issue`); ROUNDS rounds, each loading in turn the ceiling's health, the
+#      server's health, the ceiling's validate and the server's validate (a random key of the set
+#      per request); medians of the rounds;
+#   2. the same with rate limits on (limits far above the load, so every request is charged and
+#      none refused: what the limiter costs, not what it refuses);
+#   3. activation, a new fingerprint per request, on SQLite and on PostgreSQL;
+#   4. BIG (1,000,000) licenses issued in bulk (timed), the server restarted with a cold cache,
+#      validate with a random key of all of them per request;
+#   5. the server restarted again, every one of the BIG licenses validated once: resident memory
+#      before and after, per cached license.
+#
+# Knobs (environment): LICENSES=10000 BIG=1000000 ACT_LICENSES=1000 ROUNDS=3 CONNS=64 DURATION=10
+#   WARMUP=3 THREADS=2 PG_URL=postgres://postgres@127.0.0.1:5432/postgres SKIP_PG=0 SKIP_BIG=0
+#   BUILD_TIMEOUT=3600 PERF=1 (perf-record the server during each validate and health run of
+#   round 1; flat profiles go to <target dir>/load/perf-*.txt).
+# Every step has a time bound; the servers are stopped and the PostgreSQL database dropped on
+# exit, whatever happens.
 
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LICENSES="${LICENSES:-10000}"
+BIG="${BIG:-1000000}"
+ACT_LICENSES="${ACT_LICENSES:-1000}"
+ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-64}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-3}"
 THREADS="${THREADS:-2}"
-SEED_CONCURRENCY="${SEED_CONCURRENCY:-8}"
+PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+SKIP_PG="${SKIP_PG:-0}"
+SKIP_BIG="${SKIP_BIG:-0}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-3600}"
 PERF="${PERF:-0}"
 ADMIN_EMAIL="load-admin@load.local"
 ADMIN_PASSWORD="load-admin-password-1"
+# Limits far above anything this load reaches: phase 2 pays for every check, refuses nothing.
+HIGH_LIMIT="1000000000/min"
 
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -38,112 +57,140 @@ die() { log "error: $*"; exit 1; }
 # Checked before the (long) build, so a missing tool costs nothing.
 command -v wrk >/dev/null \
     || die "wrk (the load generator) is not installed: apt-get install wrk (Debian/Ubuntu), brew install wrk (macOS), or build it from https://github.com/wg/wrk"
-command -v python3 >/dev/null || die "python3 is needed (build output, seeding, report)"
+command -v python3 >/dev/null || die "python3 is needed (build output, report)"
 command -v curl >/dev/null || die "curl is needed"
 
 # --- scratch space and cleanup --------------------------------------------------------------
 TMP="$(mktemp -d -t ecosire-load.XXXXXX)"
-SERVER_PID=""
+PIDS=()
 PERF_PID=""
+PG_DB=""
 cleanup() {
     local rc=$?
     if [ -n "$PERF_PID" ] && kill -0 "$PERF_PID" 2>/dev/null; then
         kill -INT "$PERF_PID" 2>/dev/null || true
     fi
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    if [ -n "$PG_DB" ]; then
+        psql "$PG_URL" -qtAc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
-    if [ "$rc" -ne 0 ] && [ -f "$TMP/server.log" ]; then
-        log "server log (last 20 lines):"
-        tail -n 20 "$TMP/server.log" >&2 || true
+    if [ "$rc" -ne 0 ]; then
+        for f in "$TMP"/*.log; do
+            [ -f "$f" ] || continue
+            log "$(basename "$f") (last 10 lines):"
+            tail -n 10 "$f" >&2 || true
+        done
     fi
     rm -rf "$TMP"
     exit "$rc"
+}
+stop_pid() {
+    local pid="$1"
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build -----------------------------------------------------------------------------------
-log "building the release binary (cargo build --release; up to ${BUILD_TIMEOUT}s)"
-# Cargo says where it put the binary (CARGO_TARGET_DIR, a workspace, a config file may move it):
-# the JSON messages go to stdout, the human progress to stderr.
-(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin ecosire --message-format=json) \
-    >"$TMP/build.json" 2>"$TMP/build.log" \
-    || { tail -n 30 "$TMP/build.log" >&2; die "release build failed or timed out"; }
-BIN="$(python3 -c '
+log "building the release binaries (cargo build --release; up to ${BUILD_TIMEOUT}s)"
+# Cargo says where it put the binaries (CARGO_TARGET_DIR, a workspace, a config file may move
+# them): the JSON messages go to stdout, the human progress to stderr.
+(cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --bin ecosire --bench ceiling \
+    --message-format=json) >"$TMP/build.json" 2>"$TMP/build.txt" \
+    || { tail -n 30 "$TMP/build.txt" >&2; die "release build failed or timed out"; }
+executable() {
+    python3 - "$TMP/build.json" "$1" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
     t = m.get("target", {})
-    if m.get("reason") == "compiler-artifact" and t.get("name") == "ecosire" \
-            and "bin" in t.get("kind", []) and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and t.get("name") == sys.argv[2] and m.get("executable"):
         print(m["executable"])
-' "$TMP/build.json")"
-[ -n "$BIN" ] && [ -x "$BIN" ] || die "cargo reported no ecosire executable (see $TMP/build.json)"
+PY
+}
+BIN="$(executable ecosire)"
+CEILING_BIN="$(executable ceiling)"
+[ -x "$BIN" ] || die "cargo reported no ecosire executable (see $TMP/build.json)"
+[ -x "$CEILING_BIN" ] || die "cargo reported no ceiling executable (see $TMP/build.json)"
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
-# --- server ----------------------------------------------------------------------------------
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-BASE="http://127.0.0.1:$PORT"
-log "starting $BIN on $BASE (db and keys in $TMP)"
-env ECOSIRE_BIND="127.0.0.1:$PORT" \
-    DATABASE_URL="sqlite://$TMP/load.db" \
-    ECOSIRE_KEYS_DIR="$TMP/keys" \
-    ECOSIRE_RATE_LIMITS=off \
-    ECOSIRE_COOKIE_SECURE=false \
-    ECOSIRE_ADMIN_EMAIL="$ADMIN_EMAIL" \
-    ECOSIRE_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-    RUST_LOG=warn \
-    "$BIN" serve >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 150); do
-    curl -fsS "$BASE/api/health" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || die "the server exited during start"
-    sleep 0.2
-done
-curl -fsS "$BASE/api/health" >/dev/null || die "the server did not answer /api/health within 30 s"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# --- seed ------------------------------------------------------------------------------------
-log "seeding $LICENSES licenses through the API ($SEED_CONCURRENCY client threads)"
-KEYS_FILE="$TMP/keys.txt"
-timeout 900 python3 "$ROOT/scripts/seed.py" --base "$BASE" --email "$ADMIN_EMAIL" \
-    --password "$ADMIN_PASSWORD" --count "$LICENSES" --keys-out "$KEYS_FILE" \
-    --concurrency "$SEED_CONCURRENCY" | tee "$TMP/seed.out" >&2
-SEED_S="$(sed -n 's/^SEED_SECONDS=//p' "$TMP/seed.out")"
-[ "$(wc -l <"$KEYS_FILE")" -eq "$LICENSES" ] || die "expected $LICENSES keys in $KEYS_FILE"
-export KEYS_FILE
-
-# --- measure ---------------------------------------------------------------------------------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
-CLK_TCK="$(getconf CLK_TCK)"
-
-# run NAME WRK-ARGS... : runs wrk for DURATION s, leaves "WRK …" plus "CPU_TICKS=n" in $TMP/NAME.out
-run() {
-    local name="$1"; shift
-    local t0 t1
-    t0="$(cpu_ticks)"
-    timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s "$@" \
-        >"$TMP/$name.out" 2>&1 || { cat "$TMP/$name.out" >&2; die "wrk ($name) failed"; }
-    t1="$(cpu_ticks)"
-    echo "CPU_TICKS=$((t1 - t0))" >>"$TMP/$name.out"
-    grep -q '^WRK ' "$TMP/$name.out" || { cat "$TMP/$name.out" >&2; die "no wrk summary ($name)"; }
+wait_health() { # BASE PID NAME
+    for _ in $(seq 150); do
+        curl -fsS "$1/api/health" >/dev/null 2>&1 && return 0
+        kill -0 "$2" 2>/dev/null || die "$3 exited during start"
+        sleep 0.2
+    done
+    die "$3 did not answer $1/api/health within 30 s"
 }
 
-log "warm-up: validate for ${WARMUP}s"
-timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
-    -s "$ROOT/scripts/wrk/validate.lua" "$BASE" >/dev/null 2>&1 || die "wrk warm-up failed"
+# start_server NAME DATABASE_URL [VAR=value ...]: the server on a free port; sets SERVER_PID and
+# BASE. The access log is on (RUST_LOG=info) and goes to $TMP/NAME.log with everything else.
+SERVER_PID=""
+BASE=""
+start_server() {
+    local name="$1" db="$2"; shift 2
+    local port; port="$(free_port)"
+    BASE="http://127.0.0.1:$port"
+    env ECOSIRE_BIND="127.0.0.1:$port" DATABASE_URL="$db" ECOSIRE_KEYS_DIR="$TMP/keys" \
+        ECOSIRE_RATE_LIMITS=off ECOSIRE_COOKIE_SECURE=false \
+        ECOSIRE_ADMIN_EMAIL="$ADMIN_EMAIL" ECOSIRE_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+        ECOSIRE_LICENSE_CACHE_CAPACITY=$((BIG + LICENSES + ACT_LICENSES + 1000)) \
+        RUST_LOG=info "$@" "$BIN" serve >>"$TMP/$name.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_health "$BASE" "$SERVER_PID" "the server ($name)"
+}
+stop_server() { stop_pid "$SERVER_PID"; SERVER_PID=""; }
 
-# perf_start NAME / perf_stop NAME: with PERF=1, a flat profile of the server during one run
-# (no call graphs: the release binary has no frame pointers), by DSO and by symbol.
+admin_token() {
+    curl -fsS -X POST "$BASE/api/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+
+# create_product SLUG: a product through the API (perpetual, 3 seats, two entitlements).
+create_product() {
+    curl -fsS -X POST "$BASE/api/products" -H 'content-type: application/json' \
+        -H "authorization: Bearer $(admin_token)" \
+        -d "{\"name\":\"Load $1\",\"slug\":\"$1\",\"max_activations\":3,\"entitlements\":[\"pro\",\"export\"]}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])' >/dev/null \
+        || die "could not create product $1"
+}
+
+# issue DATABASE_URL PRODUCT COUNT KEYS_OUT [--max-activations N]: bulk issuing through the
+# store; prints the seconds it took.
+issue() {
+    local db="$1" product="$2" count="$3" out="$4"; shift 4
+    local t0 t1
+    t0="$(date +%s.%N)"
+    env DATABASE_URL="$db" ECOSIRE_KEYS_DIR="$TMP/keys" RUST_LOG=warn \
+        timeout 1800 "$BIN" license issue --product "$product" --count "$count" \
+        --keys-out "$out" "$@" >>"$TMP/issue.log" 2>&1 || die "ecosire license issue failed"
+    t1="$(date +%s.%N)"
+    [ "$(wc -l <"$out")" -eq "$count" ] || die "expected $count keys in $out"
+    python3 -c "print(f'{$t1 - $t0:.1f}')"
+}
+
+# --- measuring -------------------------------------------------------------------------------
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK="$(getconf CLK_TCK)"
+OUT="$TMP/out"
+mkdir -p "$OUT"
+
+# perf_start NAME PID / perf_stop NAME: with PERF=1, a flat profile by DSO and symbol.
 perf_start() {
     [ "$PERF" = "1" ] && command -v perf >/dev/null || return 0
     mkdir -p "$TARGET_DIR/load"
-    perf record -F 999 -p "$SERVER_PID" -o "$TMP/perf-$1.data" -- sleep "$DURATION" \
-        >/dev/null 2>&1 &
+    perf record -F 999 -p "$2" -o "$TMP/perf-$1.data" -- sleep "$DURATION" >/dev/null 2>&1 &
     PERF_PID=$!
 }
 perf_stop() {
@@ -157,54 +204,222 @@ perf_stop() {
         perf report -i "$TMP/perf-$1.data" --stdio --sort dso,sym --percent-limit 0.05 2>/dev/null \
             | grep -v '^#' | grep -v '^$'
     } >"$out" || true
-    log "perf profile of the server: $out"
+    log "perf profile: $out"
 }
 
-log "validate: ${CONNS} connections, ${THREADS} threads, ${DURATION}s, random key of $LICENSES"
-perf_start validate
-run validate -s "$ROOT/scripts/wrk/validate.lua" "$BASE"
-perf_stop validate
+# run NAME PID WRK-ARGS...: wrk for DURATION s; leaves the "WRK …" summary and the CPU ticks of
+# process PID in $OUT/NAME.
+run() {
+    local name="$1" pid="$2"; shift 2
+    local t0 t1
+    t0="$(cpu_ticks "$pid")"
+    timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s "$@" \
+        >"$OUT/$name" 2>&1 || { cat "$OUT/$name" >&2; die "wrk ($name) failed"; }
+    t1="$(cpu_ticks "$pid")"
+    echo "CPU_TICKS=$((t1 - t0))" >>"$OUT/$name"
+    grep -q '^WRK ' "$OUT/$name" || { cat "$OUT/$name" >&2; die "no wrk summary ($name)"; }
+}
 
-log "health: ${CONNS} connections, ${THREADS} threads, ${DURATION}s"
-perf_start health
-run health -s "$ROOT/scripts/wrk/get.lua" "$BASE/api/health"
-perf_stop health
+warm_up() { # BASE
+    timeout $((WARMUP + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" \
+        -s "$ROOT/scripts/wrk/validate.lua" "$1" >/dev/null 2>&1 || die "wrk warm-up failed"
+}
+
+# rounds TAG: ROUNDS rounds of ceiling health, server health, ceiling validate, server validate.
+rounds() {
+    local tag="$1" r
+    for r in $(seq "$ROUNDS"); do
+        log "$tag round $r/$ROUNDS: ceiling health, health, ceiling validate, validate (${DURATION}s each)"
+        run "$tag.ceiling-health.$r" "$CEILING_PID" -s "$ROOT/scripts/wrk/get.lua" "$CEILING/api/health"
+        [ "$r" = 1 ] && perf_start "$tag-health" "$SERVER_PID"
+        run "$tag.health.$r" "$SERVER_PID" -s "$ROOT/scripts/wrk/get.lua" "$BASE/api/health"
+        [ "$r" = 1 ] && perf_stop "$tag-health"
+        run "$tag.ceiling-validate.$r" "$CEILING_PID" -s "$ROOT/scripts/wrk/validate.lua" "$CEILING"
+        [ "$r" = 1 ] && perf_start "$tag-validate" "$SERVER_PID"
+        run "$tag.validate.$r" "$SERVER_PID" -s "$ROOT/scripts/wrk/validate.lua" "$BASE"
+        [ "$r" = 1 ] && perf_stop "$tag-validate"
+    done
+}
+
+# --- 1. rate limits off ----------------------------------------------------------------------
+SQLITE_URL="sqlite://$TMP/load.db"
+start_server sqlite "$SQLITE_URL"
+create_product load
+log "issuing $LICENSES licenses in bulk through the store"
+SEED_S="$(issue "$SQLITE_URL" load "$LICENSES" "$TMP/keys.txt")"
+export KEYS_FILE="$TMP/keys.txt"
+# The ceiling answers validate with the bytes of a real answer of this server.
+curl -fsS -X POST "$BASE/api/licenses/validate" -H 'content-type: application/json' \
+    -d "{\"key\":\"$(head -1 "$KEYS_FILE")\"}" >"$TMP/validate-body.json"
+grep -q '"valid":true' "$TMP/validate-body.json" || die "validate did not answer VALID: $(cat "$TMP/validate-body.json")"
+CEILING_PORT="$(free_port)"
+CEILING="http://127.0.0.1:$CEILING_PORT"
+CEILING_VALIDATE_BODY="$TMP/validate-body.json" "$CEILING_BIN" "127.0.0.1:$CEILING_PORT" \
+    >"$TMP/ceiling.log" 2>&1 &
+CEILING_PID=$!
+PIDS+=("$CEILING_PID")
+wait_health "$CEILING" "$CEILING_PID" "the ceiling"
+
+log "warm-up: validate for ${WARMUP}s"
+warm_up "$BASE"
+rounds off
+
+# --- 3a. activation on SQLite ----------------------------------------------------------------
+log "activation on SQLite: $ACT_LICENSES licenses, a new fingerprint per request"
+issue "$SQLITE_URL" load "$ACT_LICENSES" "$TMP/act-keys.txt" --max-activations 1000000 >/dev/null
+KEYS_FILE="$TMP/act-keys.txt" RUN_ID=sqlite run activate-sqlite "$SERVER_PID" \
+    -s "$ROOT/scripts/wrk/activate.lua" "$BASE"
+
+# --- 2. rate limits on -----------------------------------------------------------------------
+stop_server
+start_server sqlite-limits "$SQLITE_URL" ECOSIRE_RATE_LIMITS=on \
+    ECOSIRE_RATE_LIMIT_VALIDATE="$HIGH_LIMIT" ECOSIRE_RATE_LIMIT_ANONYMOUS="$HIGH_LIMIT"
+warm_up "$BASE"
+rounds on
+stop_server
+
+# --- 3b. activation on PostgreSQL ------------------------------------------------------------
+PG_NOTE=""
+if [ "$SKIP_PG" = "1" ]; then
+    PG_NOTE="skipped (SKIP_PG=1)"
+elif ! command -v psql >/dev/null; then
+    PG_NOTE="skipped (no psql)"
+elif ! psql "$PG_URL" -qtAc 'select 1' >/dev/null 2>&1; then
+    PG_NOTE="skipped (no PostgreSQL at $PG_URL)"
+else
+    PG_DB="ecosire_load_$$"
+    psql "$PG_URL" -qtAc "CREATE DATABASE $PG_DB" >/dev/null
+    PG_DB_URL="${PG_URL%/*}/$PG_DB"
+    log "activation on PostgreSQL ($PG_DB)"
+    start_server postgres "$PG_DB_URL"
+    create_product load
+    issue "$PG_DB_URL" load "$ACT_LICENSES" "$TMP/pg-act-keys.txt" --max-activations 1000000 >/dev/null
+    KEYS_FILE="$TMP/pg-act-keys.txt" RUN_ID=pg run activate-postgres "$SERVER_PID" \
+        -s "$ROOT/scripts/wrk/activate.lua" "$BASE"
+    stop_server
+fi
+
+# --- 4. a million licenses, cold cache -------------------------------------------------------
+BIG_SEED_S=""
+RSS_BEFORE=""
+RSS_AFTER=""
+CACHED=""
+if [ "$SKIP_BIG" != "1" ]; then
+    log "issuing $BIG licenses in bulk through the store"
+    BIG_SEED_S="$(issue "$SQLITE_URL" load "$BIG" "$TMP/big-keys.txt")"
+    cat "$TMP/keys.txt" "$TMP/big-keys.txt" >"$TMP/all-keys.txt"
+    start_server sqlite-cold "$SQLITE_URL"
+    log "validate over $((BIG + LICENSES)) licenses from a cold cache (${DURATION}s)"
+    KEYS_FILE="$TMP/all-keys.txt" run cold.validate "$SERVER_PID" \
+        -s "$ROOT/scripts/wrk/validate.lua" "$BASE"
+    stop_server
+
+    # --- 5. memory per cached license ------------------------------------------------------
+    start_server sqlite-memory "$SQLITE_URL"
+    curl -fsS "$BASE/api/health" >/dev/null
+    RSS_BEFORE="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")"
+    log "validating each of the $BIG licenses once (memory)"
+    KEYS_FILE="$TMP/big-keys.txt" SWEEP_THREADS="$THREADS" \
+        timeout 1800 wrk -t"$THREADS" -c"$CONNS" -d1800s --timeout 5s \
+        -s "$ROOT/scripts/wrk/sweep.lua" "$BASE" >"$OUT/sweep" 2>&1 || die "wrk (sweep) failed"
+    RSS_AFTER="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")"
+    CACHED="$(curl -fsS "$BASE/metrics" | awk '/^ecosire_license_cache_entries / {print $2}')"
+    stop_server
+fi
 
 # --- report ----------------------------------------------------------------------------------
 COMMIT="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
 DIRTY="$(cd "$ROOT" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo '+dirty' || true)"
-python3 - "$TMP/validate.out" "$TMP/health.out" "$CLK_TCK" "$SEED_S" "$LICENSES" <<PY
-import sys, re
+python3 - "$OUT" "$CLK_TCK" <<PY
+import glob, os, re, statistics, sys
+
+out, tck = sys.argv[1], float(sys.argv[2])
 
 def parse(path):
     text = open(path).read()
     w = dict(kv.split("=") for kv in re.search(r"^WRK (.*)$", text, re.M).group(1).split())
     w = {k: float(v) for k, v in w.items()}
-    w["cpu_ticks"] = float(re.search(r"^CPU_TICKS=(\d+)", text, re.M).group(1))
+    m = re.search(r"^CPU_TICKS=(\d+)", text, re.M)
+    w["cpu_us"] = float(m.group(1)) / tck * 1e6 / max(w["requests"], 1) if m else float("nan")
     w["rps"] = w["requests"] / (w["duration_us"] / 1e6)
     return w
 
-v, h = parse(sys.argv[1]), parse(sys.argv[2])
-tck, seed_s, n = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+def runs(name):
+    return [parse(p) for p in sorted(glob.glob(os.path.join(out, name + ".*")))]
 
-def line(name, w):
-    cpu_us = w["cpu_ticks"] / tck * 1e6 / max(w["requests"], 1)
-    return (f"{name:<9} {w['rps']:>9.0f} rps   p50 {w['p50_us']/1000:6.2f} ms   "
-            f"p99 {w['p99_us']/1000:6.2f} ms   max {w['max_us']/1000:7.2f} ms   "
-            f"server CPU {cpu_us:5.1f} us/req   non-2xx {int(w['non2xx'])}   "
-            f"socket errors {int(w['sockerr'])}")
+def med(ws, key):
+    return statistics.median(w[key] for w in ws)
 
-ratio = v["rps"] / h["rps"]
-p99_ok = v["p99_us"] <= 5000
-met = ratio >= 0.7 and p99_ok and v["non2xx"] == 0
+rows = []
+def fig(name, value, target="", ok=None):
+    verdict = "" if ok is None else ("met" if ok else "MISSED")
+    rows.append((name, value, target, verdict))
+
+def per_run(name, ws):
+    for i, w in enumerate(ws, 1):
+        print(f"  {name:<28} round {i}: {w['rps']:>9.0f} rps  p50 {w['p50_us']/1000:5.2f} ms  "
+              f"p99 {w['p99_us']/1000:5.2f} ms  server CPU {w['cpu_us']:5.1f} us/req  "
+              f"non-2xx {int(w['non2xx'])}  socket errors {int(w['sockerr'])}")
+
 print()
-print("==== ECOSIRE load test: commit ${COMMIT}${DIRTY}, $(nproc) cores, SQLite, rate limits off ====")
-print(f"seeding   {n} licenses via POST /api/licenses in {seed_s:.1f} s ({n/seed_s:.0f}/s, ${SEED_CONCURRENCY} client threads)")
-print(f"wrk       {int(${THREADS})} threads, ${CONNS} connections, ${DURATION} s each, on the same 2 cores as the server")
-print(line("validate", v))
-print(line("health", h))
-print(f"ratio     validate/health rps = {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'MISSED'}); "
-      f"validate p99 {v['p99_us']/1000:.2f} ms (target <= 5 ms: {'met' if p99_ok else 'MISSED'})")
-print(f"verdict   {'TARGET MET' if met else 'TARGET MISSED'}")
-print("=" * 72)
+print("==== ECOSIRE load test: commit ${COMMIT}${DIRTY}, $(nproc) cores, wrk ${THREADS} threads x ${CONNS} connections on the same cores ====")
+print(f"licenses  ${LICENSES} issued through the store in ${SEED_S} s; ${ROUNDS} rounds of ${DURATION} s per figure, medians")
+for tag, label in (("off", "rate limits off"), ("on", "rate limits on")):
+    cg, ch, cv, sv = (runs(f"{tag}.{n}") for n in ("ceiling-health", "health", "ceiling-validate", "validate"))
+    if not sv:
+        continue
+    print(f"-- {label}")
+    for name, ws in (("ceiling GET /api/health", cg), ("server GET /api/health", ch),
+                     ("ceiling POST validate", cv), ("server POST validate", sv)):
+        per_run(name, ws)
+    errors = sum(int(w["non2xx"] + w["sockerr"]) for w in ch + sv)
+    h_ratio = med(ch, "rps") / med(cg, "rps")
+    v_ratio = med(sv, "rps") / med(cv, "rps")
+    v_ratio_get = med(sv, "rps") / med(cg, "rps")
+    p99_ratio = med(sv, "p99_us") / med(cv, "p99_us")
+    fig(f"[{tag}] ceiling health rps", f"{med(cg, 'rps'):,.0f}")
+    fig(f"[{tag}] ceiling validate rps", f"{med(cv, 'rps'):,.0f}")
+    fig(f"[{tag}] health rps", f"{med(ch, 'rps'):,.0f}")
+    fig(f"[{tag}] validate rps", f"{med(sv, 'rps'):,.0f}")
+    fig(f"[{tag}] health / ceiling health", f"{h_ratio:.2f}", ">= 0.90", h_ratio >= 0.9)
+    fig(f"[{tag}] validate / ceiling validate", f"{v_ratio:.2f}", ">= 0.80", v_ratio >= 0.8)
+    fig(f"[{tag}] validate / ceiling health", f"{v_ratio_get:.2f}", "(for reference)")
+    fig(f"[{tag}] validate p99 / ceiling p99", f"{p99_ratio:.2f} ({med(sv, 'p99_us')/1000:.2f} / {med(cv, 'p99_us')/1000:.2f} ms)", "<= 1.5", p99_ratio <= 1.5)
+    fig(f"[{tag}] validate / health (kept)", f"{med(sv, 'rps') / med(ch, 'rps'):.2f}")
+    fig(f"[{tag}] server CPU validate / health", f"{med(sv, 'cpu_us'):.1f} / {med(ch, 'cpu_us'):.1f} us/req")
+    fig(f"[{tag}] errors (non-2xx, socket)", str(errors), "0", errors == 0)
+
+for name, target in (("activate-sqlite", 5000), ("activate-postgres", 2000)):
+    ws = runs(name)
+    if not ws:
+        fig(name.replace("-", " "), "${PG_NOTE}" or "not run", f">= {target:,}/s")
+        continue
+    w = ws[0]
+    per_run(name, ws)
+    ok_rps = w["rps"] * (1 - w["non2xx"] / max(w["requests"], 1))
+    fig(name.replace("-", " "), f"{ok_rps:,.0f}/s (p99 {w['p99_us']/1000:.1f} ms, non-2xx {int(w['non2xx'])})", f">= {target:,}/s", ok_rps >= target and w["non2xx"] == 0)
+
+cold = runs("cold.validate")
+if cold:
+    per_run("cold validate", cold)
+    cv = runs("off.ceiling-validate")
+    r = cold[0]["rps"] / med(cv, "rps")
+    fig("${BIG} licenses: bulk issue", "${BIG_SEED_S} s" + f" ({${BIG} / float('${BIG_SEED_S}'):,.0f}/s)")
+    fig("${BIG}: cold validate rps", f"{cold[0]['rps']:,.0f} (p99 {cold[0]['p99_us']/1000:.1f} ms)")
+    fig("${BIG}: cold validate / ceiling", f"{r:.2f}", ">= 0.30", r >= 0.3 and cold[0]["non2xx"] == 0)
+if "${RSS_AFTER}":
+    before, after, cached = int("${RSS_BEFORE}"), int("${RSS_AFTER}"), float("${CACHED}" or 0)
+    per = (after - before) * 1024 / max(cached, 1)
+    fig("cached licenses", f"{cached:,.0f}")
+    fig("RSS before / after", f"{before/1024:,.0f} / {after/1024:,.0f} MiB")
+    fig("memory per cached license", f"{per:,.0f} B", "<= 1024 B", per <= 1024 and cached >= 0.99 * ${BIG})
+
+print()
+width = max(len(r[0]) for r in rows)
+print(f"{'figure':<{width}}  {'measured':<40} {'target':<16} verdict")
+for name, value, target, verdict in rows:
+    print(f"{name:<{width}}  {value:<40} {target:<16} {verdict}")
+missed = [r[0] for r in rows if r[3] == "MISSED"]
+print(f"verdict: {'every target met' if not missed else 'MISSED: ' + ', '.join(missed)}")
+print("=" * 100)
 PY

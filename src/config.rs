@@ -65,6 +65,8 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// `ECOSIRE_HASH_QUEUE_TIMEOUT_S`: how long a request waits for a hashing slot before 503 BUSY.
     pub hash_queue_timeout: Duration,
+    /// `ECOSIRE_LICENSE_CACHE_CAPACITY`: license snapshots held in memory.
+    pub license_cache_capacity: usize,
     /// `ECOSIRE_LOG_FORMAT`: text or JSON logs.
     pub log_format: LogFormat,
     /// `RUST_LOG`: the log filter (tracing `EnvFilter` syntax), checked at start.
@@ -113,6 +115,7 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("hash_concurrency", &self.hash_concurrency)
             .field("hash_queue_timeout", &self.hash_queue_timeout)
+            .field("license_cache_capacity", &self.license_cache_capacity)
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
             .field("reaper_interval", &self.reaper_interval)
@@ -196,6 +199,7 @@ impl Default for Config {
             max_connections: 1024,
             hash_concurrency: cores(),
             hash_queue_timeout: Duration::from_secs(5),
+            license_cache_capacity: 1_000_000,
             log_format: LogFormat::Text,
             log_filter: "info".into(),
             reaper_interval: Duration::from_secs(10),
@@ -412,6 +416,12 @@ pub fn variables() -> Vec<Variable> {
             Computed("the number of CPU cores"),
             "2",
             "Argon2 password hashes computed at once",
+        ),
+        var(
+            "ECOSIRE_LICENSE_CACHE_CAPACITY",
+            value("1000000"),
+            "200000",
+            "license snapshots kept in memory (about 0.6 KiB each); validate runs no query for these",
         ),
         var(
             "ECOSIRE_HASH_QUEUE_TIMEOUT_S",
@@ -725,6 +735,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         c.hash_queue_timeout = self
             .seconds("ECOSIRE_HASH_QUEUE_TIMEOUT_S", 0)?
             .unwrap_or(c.hash_queue_timeout);
+        c.license_cache_capacity = self
+            .count("ECOSIRE_LICENSE_CACHE_CAPACITY")?
+            .unwrap_or(c.license_cache_capacity);
         (c.log_format, c.log_filter) = self.logging()?;
         Ok(c)
     }

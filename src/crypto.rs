@@ -41,9 +41,12 @@ pub fn random_base62(n: usize) -> String {
 
 /// `n` characters of Crockford base32 (5 random bits each).
 pub fn random_crockford(n: usize) -> String {
-    let mut rng = rand::rngs::OsRng;
-    (0..n)
-        .map(|_| CROCKFORD[(rng.next_u32() & 31) as usize] as char)
+    // One read from the OS generator for the whole string, not one per character.
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| CROCKFORD[(b & 31) as usize] as char)
         .collect()
 }
 

@@ -108,11 +108,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
     let hasher =
         crate::accounts::passwords::Hasher::new(config.hash_concurrency, config.hash_queue_timeout);
+    // Rendered answers get a fixed budget beside the snapshots: enough for every hot license.
+    let licenses = LicenseCache::new(config.license_cache_capacity as u64, 64 << 20);
     let state = AppState::new(App {
         config,
         db,
         keys,
-        licenses: LicenseCache::default(),
+        licenses,
         accounting: Default::default(),
         limits,
         events: Default::default(),

@@ -1030,9 +1030,30 @@ async fn heartbeat_returns_the_activation_and_a_bound_token() {
     let c = verify(&str_of(&body["token"]), &jwks);
     assert_eq!(c["fingerprint"], "fp-1");
     assert_eq!(c["sub"], id.as_str());
-    // Validate shows the new heartbeat at once.
-    let v = validate_expect(&app, json!({"key": key, "fingerprint": "fp-1"}), "VALID").await;
-    assert_eq!(v["activation"]["last_heartbeat_at"], rfc3339(hb).as_str());
+    // A heartbeat changes nothing validate decides on: the cached snapshot stays (validate runs
+    // no query after it), at the price of a last heartbeat time that may lag in its answer.
+    validate_expect(&app, json!({"key": key, "fingerprint": "fp-1"}), "VALID").await;
+    let misses = app
+        .state
+        .licenses
+        .misses
+        .load(std::sync::atomic::Ordering::Relaxed);
+    app.post(
+        "/api/licenses/heartbeat",
+        json!({"key": key, "fingerprint": "fp-1"}),
+        None,
+    )
+    .await
+    .expect(200);
+    validate_expect(&app, json!({"key": key, "fingerprint": "fp-1"}), "VALID").await;
+    assert_eq!(
+        app.state
+            .licenses
+            .misses
+            .load(std::sync::atomic::Ordering::Relaxed),
+        misses,
+        "a heartbeat evicted validate's snapshot"
+    );
 
     app.post(
         "/api/licenses/heartbeat",

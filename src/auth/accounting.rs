@@ -34,44 +34,47 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
     let slot = AuthSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
-    let request_id = req
-        .headers()
-        .get(crate::http::request_id::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let path = req.uri().path().to_string();
-    let (parts, body) = req.into_parts();
-    let ip = crate::http::client_ip::client_ip(&parts, &state.config.trusted_proxies);
-    let route = parts
-        .extensions
+    // Cheap handles only (reference-counted), turned into text once a line or entry needs it.
+    let uri = req.uri().clone();
+    let ip = {
+        let (parts, body) = req.into_parts();
+        let ip = crate::http::client_ip::client_ip(&parts, &state.config.trusted_proxies);
+        req = Request::from_parts(parts, body);
+        ip
+    };
+    let route = req
+        .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string());
+        .cloned();
     let started = std::time::Instant::now();
-    let res = next.run(Request::from_parts(parts, body)).await;
-    // The access log: one line per request, never a secret (ids only). Absent values are left
-    // out (`Option` fields record nothing) and the latency is rounded to microseconds.
+    let res = next.run(req).await;
     let principal = slot.0.get();
-    tracing::info!(
-        target: "ecosire::access",
-        request_id = request_id.as_deref(),
-        method = crate::http::method_label(&method),
-        route = route.as_deref().unwrap_or("unmatched"),
-        status = res.status().as_u16(),
-        latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
-        principal = principal.map(|p| p.user_id.as_str()),
-        api_key = principal.and_then(|p| match &p.credential {
-            Credential::ApiKey { id, .. } => Some(id.as_str()),
-            _ => None,
-        }),
-        "request"
-    );
-    if let Some(p) = slot.0.get() {
-        let status = res.status().as_u16();
+    let status = res.status().as_u16();
+    // The access log: one line per request, never a secret (ids only). Absent values are left
+    // out (`Option` fields record nothing) and the latency is rounded to microseconds. The
+    // fields are only evaluated when the line is enabled.
+    crate::http::request_id::with_current(|request_id| {
+        tracing::info!(
+            target: "ecosire::access",
+            request_id,
+            method = crate::http::method_label(&method),
+            route = route.as_ref().map_or("unmatched", |r| r.as_str()),
+            status,
+            latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            principal = principal.map(|p| p.user_id.as_str()),
+            api_key = principal.and_then(|p| match &p.credential {
+                Credential::ApiKey { id, .. } => Some(id.as_str()),
+                _ => None,
+            }),
+            "request"
+        )
+    });
+    if let Some(p) = principal {
         let now = now_ms();
         if let Credential::ApiKey { id, .. } = &p.credential {
             state.accounting.record_key_use(id, status >= 400, now);
         }
-        if audited(p, &method, &path) {
+        if audited(p, &method, uri.path()) {
             state.accounting.audit(AuditEntry {
                 at: now,
                 user_id: Some(p.user_id.clone()),
@@ -80,10 +83,10 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
                     _ => None,
                 },
                 method: crate::http::method_label(&method).to_string(),
-                path,
+                path: uri.path().to_string(),
                 status: i64::from(status),
                 client_ip: ip.map(|i| i.to_string()),
-                request_id,
+                request_id: crate::http::request_id::current(),
             });
         }
     }

@@ -131,6 +131,64 @@ pub async fn emit_to<'a>(
     Ok(id)
 }
 
+/// Records one `kind` event per object, in multi-row statements (bulk issuing): what `emit` and
+/// `Emitted::with_key` do one by one, including the key sealed under each event's id.
+pub async fn emit_batch(
+    tx: &mut Tx,
+    kind: &str,
+    items: Vec<(Value, Option<&str>)>,
+    data_key: &crate::crypto::DataKey,
+) -> Result<(), sqlx::Error> {
+    let endpoints: Vec<String> = subscribers(tx)
+        .await?
+        .into_iter()
+        .filter(|s| s.wants(kind))
+        .map(|s| s.id)
+        .collect();
+    let now = now_ms();
+    let events: Vec<(String, String, Option<String>)> = items
+        .into_iter()
+        .map(|(object, key)| {
+            let id = new_id("evt");
+            let body = json!({ "id": id, "object": "event", "type": kind, "created": now / 1000, "data": { "object": object } });
+            let sealed = key.map(|k| data_key.seal(k.as_bytes(), &id));
+            (id, body.to_string(), sealed)
+        })
+        .collect();
+    // Well under both backends' limits on bound parameters per statement.
+    for chunk in events.chunks(1000) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
+            "INSERT INTO outbox (id, type, payload, created_at, key_sealed) ",
+        );
+        q.push_values(chunk, |mut b, (id, payload, sealed)| {
+            b.push_bind(id.as_str())
+                .push_bind(kind)
+                .push_bind(payload.as_str())
+                .push_bind(now)
+                .push_bind(sealed.as_deref());
+        });
+        q.build().execute(&mut **tx).await?;
+        for endpoint in &endpoints {
+            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
+                "INSERT INTO deliveries (id, event_id, event_type, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (id, _, _)| {
+                b.push_bind(new_id("dlv"))
+                    .push_bind(id.as_str())
+                    .push_bind(kind)
+                    .push_bind(endpoint.as_str())
+                    .push_bind("pending")
+                    .push_bind(0_i64)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Wanted {
     all: bool,

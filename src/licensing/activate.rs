@@ -69,10 +69,10 @@ pub async fn activate_license(
     // Cheap refusal from the snapshot before taking the write lock; re-checked under it.
     lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
 
-    let mut tx = state.db.begin_license_write(&snap.row.id).await?;
-    let row = store::license_by_id(&mut *tx, &snap.row.id)
+    let mut tx = state.db.begin_license_write(&snap.id).await?;
+    let row = store::license_by_id(&mut *tx, &snap.id)
         .await?
-        .filter(|r| r.key_digest == snap.row.key_digest)
+        .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
     let device = Device {
         fingerprint: req.fingerprint.clone(),
@@ -136,10 +136,10 @@ pub async fn deactivate_license(
     check_fingerprint(&mut c, &req.fingerprint);
     c.finish()?;
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
-    let mut tx = state.db.begin_license_write(&snap.row.id).await?;
-    let row = store::license_by_id(&mut *tx, &snap.row.id)
+    let mut tx = state.db.begin_license_write(&snap.id).await?;
+    let row = store::license_by_id(&mut *tx, &snap.id)
         .await?
-        .filter(|r| r.key_digest == snap.row.key_digest)
+        .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
     let a = store::activation_by_fingerprint(&mut *tx, &row.id, &req.fingerprint)
         .await?
@@ -172,17 +172,16 @@ pub async fn heartbeat_license(
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
     let now = now_ms();
     lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
-    let a = lifecycle::heartbeat(&state.db.pool, &snap.row.id, &req.fingerprint, now)
+    let a = lifecycle::heartbeat(&state.db.pool, &snap.id, &req.fingerprint, now)
         .await?
         .ok_or_else(activation_not_found)?;
-    state
-        .licenses
-        .changed(&state.db, &snap.row.key_digest)
-        .await;
+    // A heartbeat changes nothing validate answers from (status, expiry, seats), so the cached
+    // snapshot stays and no other instance is told: the last heartbeat time a validate shows may
+    // lag by up to the snapshot's time to live.
     let (token, _) = token::sign(
         &state.keys.license,
         &state.config.token_issuer,
-        &snap.subject,
+        &snap.subject(),
         Some(&req.fingerprint),
         None,
         now,
@@ -191,18 +190,4 @@ pub async fn heartbeat_license(
         activation: a,
         token,
     }))
-}
-
-impl super::cache::Snapshot {
-    /// The token subject after a write, from the freshly read row (the snapshot may be stale).
-    pub fn subject_for(&self, row: &super::model::LicenseRow) -> token::Subject {
-        token::Subject {
-            license_id: row.id.clone(),
-            product_id: row.product_id.clone(),
-            entitlements: row.entitlements(),
-            max_activations: row.max_activations,
-            expires_at_ms: row.expires_at,
-            offline_lease_days: self.subject.offline_lease_days,
-        }
-    }
 }

@@ -121,7 +121,7 @@ pub async fn create_license(
         None => None,
     };
     c.finish()?;
-    let product = crate::licensing::products::find(&state, &req.product_id)
+    let product = crate::licensing::products::find(&state.db, &req.product_id)
         .await?
         .ok_or_else(|| Error::invalid("product_id", "no such product"))?;
     let mut tx = state.db.begin().await?;

@@ -5,13 +5,14 @@
 //! and reloaded. That closes the race in which a load that read the old row finishes after the
 //! writer invalidated the entry. The TTL (60 s; 5 s for unknown keys) is only a safety net.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use moka::future::Cache;
+use axum::body::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::{Equivalent, Weighter};
 
 use super::decide::LicenseState;
 use super::model::{Activation, License, LicenseRow};
@@ -24,22 +25,30 @@ use crate::jws::Signer;
 /// (signing costs ~25 µs; the hot path would otherwise be bound by it).
 const TOKEN_REUSE_MS: i64 = 30_000;
 const SHARDS: usize = 1024;
+/// How long a snapshot, and the knowledge that a key is unknown, are trusted without a write
+/// being seen: the safety net behind exact invalidation.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(60);
+const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 
-/// Everything validate needs about one license, loaded in one go.
+/// Every snapshot gets its own number, so memoised answers of an older snapshot of the same
+/// license can never be served for a newer one.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Everything validate needs about one license, loaded in one go. Kept small (no key material,
+/// no rendered answers): a server caches up to `ECOSIRE_LICENSE_CACHE_CAPACITY` of them.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub row: LicenseRow,
+    /// The license id.
+    pub id: String,
+    /// The digest of the license's key (the cache key).
+    pub digest: [u8; 32],
     pub state: LicenseState,
-    pub subject: Subject,
     /// The license object without `key`.
     pub view: Arc<License>,
     pub activations: Vec<Activation>,
+    pub offline_lease_days: i64,
     pub heartbeat_timeout_s: Option<i64>,
-    /// Recently signed tokens by fingerprint ("" for none): (token, issued at ms).
-    tokens: Mutex<HashMap<String, (String, i64)>>,
-    /// Recently rendered VALID answers by fingerprint: (JSON body, rendered at ms). A hit then
-    /// costs no serialisation at all.
-    bodies: Mutex<HashMap<String, (axum::body::Bytes, i64)>>,
+    generation: u64,
 }
 
 impl Snapshot {
@@ -50,33 +59,27 @@ impl Snapshot {
         heartbeat_timeout_s: Option<i64>,
         activations: Vec<Activation>,
     ) -> Self {
-        let entitlements = row.entitlements();
+        let mut digest = [0u8; 32];
+        // A digest that is not 64 hex digits cannot come from our writes; it matches no key.
+        let _ = hex::decode_to_slice(&row.key_digest, &mut digest);
+        let view = row.view(activations.len() as i64, None);
         let state = LicenseState {
-            status: row.status(),
+            status: view.status,
             expires_at_ms: row.expires_at,
-            product_id: row.product_id.clone(),
+            product_id: row.product_id,
             product_slug,
-            entitlements: entitlements.clone(),
+            entitlements: view.entitlements.clone(),
             fingerprints: activations.iter().map(|a| a.fingerprint.clone()).collect(),
         };
-        let subject = Subject {
-            license_id: row.id.clone(),
-            product_id: row.product_id.clone(),
-            entitlements,
-            max_activations: row.max_activations,
-            expires_at_ms: row.expires_at,
-            offline_lease_days,
-        };
-        let view = Arc::new(row.view(activations.len() as i64, None));
         Snapshot {
-            row,
+            id: row.id,
+            digest,
             state,
-            subject,
-            view,
+            view: Arc::new(view),
             activations,
+            offline_lease_days,
             heartbeat_timeout_s,
-            tokens: Mutex::new(HashMap::new()),
-            bodies: Mutex::new(HashMap::new()),
+            generation: GENERATION.fetch_add(1, Relaxed),
         }
     }
 
@@ -86,39 +89,32 @@ impl Snapshot {
             .find(|a| a.fingerprint == fingerprint)
     }
 
-    /// The whole body of a VALID answer for `fingerprint` (requests without a nonce), rendered by
-    /// `render` from a token and reused for as long as a token is.
-    pub fn valid_body(
-        &self,
-        signer: &Signer,
-        issuer: &str,
-        fingerprint: Option<&str>,
-        now_ms: i64,
-        render: impl FnOnce(String) -> Vec<u8>,
-    ) -> axum::body::Bytes {
-        let slot = fingerprint.unwrap_or("");
-        if let Some((b, at)) = self.bodies.lock().expect("body memo").get(slot)
-            && now_ms - at < TOKEN_REUSE_MS
-        {
-            return b.clone();
+    /// What a token issued from this snapshot says.
+    pub fn subject(&self) -> Subject {
+        Subject {
+            license_id: self.id.clone(),
+            product_id: self.state.product_id.clone(),
+            entitlements: self.state.entitlements.clone(),
+            max_activations: self.view.max_activations,
+            expires_at_ms: self.state.expires_at_ms,
+            offline_lease_days: self.offline_lease_days,
         }
-        let body = axum::body::Bytes::from(render(self.token(
-            signer,
-            issuer,
-            fingerprint,
-            None,
-            now_ms,
-        )));
-        self.bodies
-            .lock()
-            .expect("body memo")
-            .insert(slot.to_string(), (body.clone(), now_ms));
-        body
     }
 
-    /// A token for this license (bound to `fingerprint` when given), reusing a recent one unless
-    /// the request carries a nonce.
-    pub fn token(
+    /// The token subject after a write, from the freshly read row (the snapshot may be stale).
+    pub fn subject_for(&self, row: &LicenseRow) -> Subject {
+        Subject {
+            license_id: row.id.clone(),
+            product_id: row.product_id.clone(),
+            entitlements: row.entitlements(),
+            max_activations: row.max_activations,
+            expires_at_ms: row.expires_at,
+            offline_lease_days: self.offline_lease_days,
+        }
+    }
+
+    /// A fresh token for this license (bound to `fingerprint` when given).
+    pub fn sign(
         &self,
         signer: &Signer,
         issuer: &str,
@@ -126,21 +122,42 @@ impl Snapshot {
         nonce: Option<&str>,
         now_ms: i64,
     ) -> String {
-        if nonce.is_some() {
-            return token::sign(signer, issuer, &self.subject, fingerprint, nonce, now_ms).0;
-        }
-        let slot = fingerprint.unwrap_or("");
-        if let Some((t, at)) = self.tokens.lock().expect("token memo").get(slot)
-            && now_ms - at < TOKEN_REUSE_MS
-        {
-            return t.clone();
-        }
-        let (t, _) = token::sign(signer, issuer, &self.subject, fingerprint, None, now_ms);
-        self.tokens
-            .lock()
-            .expect("token memo")
-            .insert(slot.to_string(), (t.clone(), now_ms));
-        t
+        token::sign(signer, issuer, &self.subject(), fingerprint, nonce, now_ms).0
+    }
+}
+
+/// Rendered VALID answers (requests without a nonce), by snapshot and fingerprint: a hit costs
+/// neither a signature nor any serialisation. Bounded by bytes, apart from the snapshots, so
+/// that a million cached licenses do not also hold a million rendered answers.
+struct Answers {
+    cache: Cache<AnswerKey, (Bytes, i64), AnswerWeight>,
+}
+
+#[derive(PartialEq, Eq)]
+struct AnswerKey(u64, Box<str>);
+
+impl Hash for AnswerKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        AnswerRef(self.0, &self.1).hash(h)
+    }
+}
+
+/// The borrowed form of `AnswerKey`, so that a lookup allocates nothing.
+#[derive(Hash)]
+struct AnswerRef<'a>(u64, &'a str);
+
+impl Equivalent<AnswerKey> for AnswerRef<'_> {
+    fn equivalent(&self, k: &AnswerKey) -> bool {
+        self.0 == k.0 && self.1 == &*k.1
+    }
+}
+
+#[derive(Clone)]
+struct AnswerWeight;
+
+impl Weighter<AnswerKey, (Bytes, i64)> for AnswerWeight {
+    fn weight(&self, k: &AnswerKey, v: &(Bytes, i64)) -> u64 {
+        (v.0.len() + k.1.len() + 64) as u64
     }
 }
 
@@ -148,23 +165,15 @@ impl Snapshot {
 struct Cached {
     /// The write sequence number when the load began.
     seq: u64,
+    /// When it was loaded, in seconds since the cache was made (4 bytes, not an `Instant`'s 16).
+    loaded_s: u32,
     snap: Option<Arc<Snapshot>>,
-}
-
-struct Ttl;
-
-impl Expiry<[u8; 32], Cached> for Ttl {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Cached, _now: Instant) -> Option<Duration> {
-        Some(if v.snap.is_some() {
-            Duration::from_secs(60)
-        } else {
-            Duration::from_secs(5)
-        })
-    }
 }
 
 pub struct LicenseCache {
     cache: Cache<[u8; 32], Cached>,
+    answers: Answers,
+    started: Instant,
     seq: AtomicU64,
     /// Per shard of digests: the sequence number of the last write seen.
     shards: Box<[AtomicU64]>,
@@ -176,7 +185,7 @@ pub struct LicenseCache {
 
 impl Default for LicenseCache {
     fn default() -> Self {
-        Self::new(500_000)
+        Self::new(500_000, 64 << 20)
     }
 }
 
@@ -185,12 +194,18 @@ fn shard(digest: &[u8; 32]) -> usize {
 }
 
 impl LicenseCache {
-    pub fn new(capacity: u64) -> Self {
+    /// Room for `capacity` snapshots and `answer_bytes` of rendered answers.
+    pub fn new(capacity: u64, answer_bytes: u64) -> Self {
         LicenseCache {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(Ttl)
-                .build(),
+            cache: Cache::new(capacity.max(1) as usize),
+            answers: Answers {
+                cache: Cache::with_weighter(
+                    (answer_bytes / 1024).max(16) as usize,
+                    answer_bytes.max(1 << 16),
+                    AnswerWeight,
+                ),
+            },
+            started: Instant::now(),
             seq: AtomicU64::new(1),
             shards: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             all: AtomicU64::new(0),
@@ -199,70 +214,112 @@ impl LicenseCache {
         }
     }
 
-    fn fresh(&self, digest: &[u8; 32], c: &Cached) -> bool {
-        // A load that read the sequence after a write's stamp began after its commit.
-        c.seq >= self.shards[shard(digest)].load(SeqCst) && c.seq >= self.all.load(SeqCst)
+    fn now_s(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
     }
 
-    async fn load(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, sqlx::Error> {
+    /// Neither older than a write we know of nor past its time to live.
+    fn usable(&self, digest: &[u8; 32], c: &Cached) -> bool {
+        let ttl = if c.snap.is_some() {
+            SNAPSHOT_TTL
+        } else {
+            UNKNOWN_TTL
+        };
+        // A load that read the sequence after a write's stamp began after its commit.
+        c.seq >= self.shards[shard(digest)].load(SeqCst)
+            && c.seq >= self.all.load(SeqCst)
+            && u64::from(self.now_s().saturating_sub(c.loaded_s)) < ttl.as_secs()
+    }
+
+    async fn load(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, Error> {
         let seq = self.seq.load(SeqCst);
-        let snap = super::store::load_snapshot(db, &hex::encode(digest)).await?;
+        let loaded_s = self.now_s();
+        let snap = super::store::load_snapshot(db, &hex::encode(digest))
+            .await
+            .map_err(Error::from)?;
         Ok(Cached {
             seq,
+            loaded_s,
             snap: snap.map(Arc::new),
         })
     }
 
     /// What the cache alone knows of this key digest, without asking the database: `None` when
-    /// nothing fresh is cached, `Some(None)` for a key cached as unknown.
+    /// nothing usable is cached, `Some(None)` for a key cached as unknown.
     pub async fn peek(&self, digest: &[u8; 32]) -> Option<Option<Arc<Snapshot>>> {
-        let c = self.cache.get(digest).await?;
-        if !self.fresh(digest, &c) {
+        let c = self.cache.get(digest)?;
+        if !self.usable(digest, &c) {
             return None;
         }
-        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hits.fetch_add(1, Relaxed);
         Some(c.snap)
     }
 
     /// The snapshot of the license with this key digest; `None` for an unknown key.
     pub async fn get(&self, db: &Db, digest: &[u8; 32]) -> Result<Option<Arc<Snapshot>>, Error> {
-        if let Some(c) = self.cache.get(digest).await {
-            if self.fresh(digest, &c) {
-                self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = self.cache.get(digest) {
+            if self.usable(digest, &c) {
+                self.hits.fetch_add(1, Relaxed);
                 return Ok(c.snap);
             }
-            self.cache.invalidate(digest).await;
+            self.cache.remove(digest);
         }
-        self.misses
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Concurrent misses for one key share a single query.
-        let c = self
-            .cache
-            .try_get_with(*digest, self.load(db, digest))
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("loading license snapshot: {e}")))?;
-        if self.fresh(digest, &c) {
+        self.misses.fetch_add(1, Relaxed);
+        // Concurrent misses for one key share a single query: the first takes the placeholder
+        // and loads, the others wait for its value (or, if its load fails, one of them retries).
+        let c = match self.cache.get_value_or_guard_async(digest).await {
+            Ok(c) => c,
+            Err(guard) => {
+                let c = self.load(db, digest).await?;
+                let _ = guard.insert(c.clone());
+                c
+            }
+        };
+        if self.usable(digest, &c) {
             return Ok(c.snap);
         }
         // A shared load began before a write we know of: read again, past the cache.
         let c = self.load(db, digest).await?;
-        self.cache.insert(*digest, c.clone()).await;
+        self.cache.insert(*digest, c.clone());
         Ok(c.snap)
+    }
+
+    /// The whole body of a VALID answer from `snap` for `fingerprint` (requests without a
+    /// nonce), rendered by `render` from a fresh token and reused for as long as a token is.
+    pub fn valid_body(
+        &self,
+        snap: &Snapshot,
+        signer: &Signer,
+        issuer: &str,
+        fingerprint: Option<&str>,
+        now_ms: i64,
+        render: impl FnOnce(String) -> Vec<u8>,
+    ) -> Bytes {
+        let fp = fingerprint.unwrap_or("");
+        if let Some((body, at)) = self.answers.cache.get(&AnswerRef(snap.generation, fp))
+            && now_ms - at < TOKEN_REUSE_MS
+        {
+            return body;
+        }
+        let body = Bytes::from(render(snap.sign(signer, issuer, fingerprint, None, now_ms)));
+        self.answers.cache.insert(
+            AnswerKey(snap.generation, fp.into()),
+            (body.clone(), now_ms),
+        );
+        body
     }
 
     /// Forgets one license locally (after a commit here, or a notification from elsewhere).
     pub async fn invalidate_local(&self, digest: &[u8; 32]) {
         let s = self.seq.fetch_add(1, SeqCst) + 1;
         self.shards[shard(digest)].fetch_max(s, SeqCst);
-        self.cache.invalidate(digest).await;
+        self.cache.remove(digest);
     }
 
     /// Call after committing any change to a license: here at once, elsewhere by `NOTIFY`.
     pub async fn changed(&self, db: &Db, digest_hex: &str) {
-        if let Some(d) = hex::decode(digest_hex)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        {
+        let mut d = [0u8; 32];
+        if hex::decode_to_slice(digest_hex, &mut d).is_ok() {
             self.invalidate_local(&d).await;
         }
         db.notify_license_changed(digest_hex).await;
@@ -272,7 +329,7 @@ impl LicenseCache {
     pub fn invalidate_all_local(&self) {
         let s = self.seq.fetch_add(1, SeqCst) + 1;
         self.all.fetch_max(s, SeqCst);
-        self.cache.invalidate_all();
+        self.cache.clear();
     }
 
     pub async fn invalidate_all(&self, db: &Db) {
@@ -281,6 +338,6 @@ impl LicenseCache {
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }

@@ -75,11 +75,11 @@ impl ProductRow {
     }
 }
 
-pub async fn find(state: &AppState, id_or_slug: &str) -> Result<Option<ProductRow>> {
+pub async fn find(db: &crate::db::Db, id_or_slug: &str) -> Result<Option<ProductRow>> {
     let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 OR slug = $1");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id_or_slug)
-        .fetch_optional(&state.db.pool)
+        .fetch_optional(&db.pool)
         .await?)
 }
 
@@ -204,7 +204,7 @@ pub async fn create_product(
     .execute(&state.db.pool)
     .await
     .on_unique(|| Err(Error::conflict("SLUG_TAKEN", format!("A product with slug '{slug}' exists"))))?;
-    let row = find(&state, &id)
+    let row = find(&state.db, &id)
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
     Ok((StatusCode::CREATED, Json(row.view())))
@@ -239,7 +239,7 @@ pub async fn get_product(
     _rate: Public,
     Path(id): Path<String>,
 ) -> Result<Json<Product>> {
-    let row = find(&state, &id)
+    let row = find(&state.db, &id)
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
     Ok(Json(row.view()))
@@ -272,7 +272,7 @@ pub async fn update_product(
     Path(id): Path<String>,
     Json(req): Json<UpdateProduct>,
 ) -> Result<Json<Product>> {
-    let cur = find(&state, &id)
+    let cur = find(&state.db, &id)
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
     let mut c = Checks::new();
@@ -313,7 +313,7 @@ pub async fn update_product(
     .on_unique(|| Err(Error::conflict("SLUG_TAKEN", "Another product has this slug")))?;
     // Snapshots carry the product's slug, lease and heartbeat rule.
     state.licenses.invalidate_all(&state.db).await;
-    let row = find(&state, &cur.id)
+    let row = find(&state.db, &cur.id)
         .await?
         .ok_or_else(|| Error::no_such("Product"))?;
     Ok(Json(row.view()))

@@ -95,7 +95,8 @@ pub async fn validate_license(
     // The common case, a VALID answer without a nonce, is served from the snapshot's memo.
     if let (Some(s), true, None) = (&snap, valid, &req.nonce) {
         let fp = req.fingerprint.as_deref();
-        let body = s.valid_body(
+        let body = state.licenses.valid_body(
+            s,
             &state.keys.license,
             &state.config.token_issuer,
             fp,
@@ -119,7 +120,7 @@ pub async fn validate_license(
             .into_response());
     }
     let token = match (&snap, valid) {
-        (Some(s), true) => Some(s.token(
+        (Some(s), true) => Some(s.sign(
             &state.keys.license,
             &state.config.token_issuer,
             req.fingerprint.as_deref(),

@@ -3,8 +3,9 @@
 //! Counters and histograms are recorded with the `metrics` facade as requests pass; gauges that
 //! describe state (cache, outbox depth, limiter keys) are read when Prometheus scrapes.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -38,22 +39,52 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Records request counts and latencies by route template and status, and writes one access-log
-/// line per request (request id, route, status, latency; the principal is added by the
-/// accounting middleware's log line).
+/// The request counter and latency histogram of one (method, route, status).
+#[derive(Clone)]
+struct Series {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Series handles by route, then (method, status): registered once, so a request costs a map
+/// lookup and two atomic updates instead of building and hashing a labelled key per metric.
+/// Bounded: routes are templates, methods and statuses come from fixed sets.
+static SERIES: LazyLock<RwLock<HashMap<String, Vec<(&'static str, u16, Series)>>>> =
+    LazyLock::new(Default::default);
+
+fn series(method: &'static str, route: &str, status: u16) -> Series {
+    if let Some(list) = SERIES.read().expect("series").get(route)
+        && let Some((_, _, s)) = list.iter().find(|(m, st, _)| *m == method && *st == status)
+    {
+        return s.clone();
+    }
+    let status_label = status.to_string();
+    let s = Series {
+        requests: metrics::counter!("ecosire_http_requests_total", "method" => method, "route" => route.to_string(), "status" => status_label.clone()),
+        duration: metrics::histogram!("ecosire_http_request_duration_seconds", "method" => method, "route" => route.to_string(), "status" => status_label),
+    };
+    SERIES
+        .write()
+        .expect("series")
+        .entry(route.to_string())
+        .or_default()
+        .push((method, status, s.clone()));
+    s
+}
+
+/// Records request counts and latencies by route template and status.
 pub async fn middleware(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = crate::http::method_label(req.method());
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("ecosire_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.clone()).increment(1);
-    metrics::histogram!("ecosire_http_request_duration_seconds", "method" => method, "route" => route, "status" => status).record(elapsed);
+    let s = series(
+        method,
+        route.as_ref().map_or("unmatched", |r| r.as_str()),
+        res.status().as_u16(),
+    );
+    s.requests.increment(1);
+    s.duration.record(started.elapsed().as_secs_f64());
     res
 }
 
