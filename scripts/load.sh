@@ -319,11 +319,26 @@ if [ "$SKIP_BIG" != "1" ]; then
     curl -fsS "$BASE/api/health" >/dev/null
     RSS_BEFORE="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")"
     log "validating each of the $BIG licenses once (memory)"
+    # wrk's threads stop once their share is sent, but wrk itself sleeps out its duration: it is
+    # stopped here once the cache holds every license (or nothing has moved for 30 s).
     KEYS_FILE="$TMP/big-keys.txt" SWEEP_THREADS="$THREADS" \
-        timeout 1800 wrk -t"$THREADS" -c"$CONNS" -d1800s --timeout 5s \
-        -s "$ROOT/scripts/wrk/sweep.lua" "$BASE" >"$OUT/sweep" 2>&1 || die "wrk (sweep) failed"
+        wrk -t"$THREADS" -c"$CONNS" -d1800s --timeout 5s \
+        -s "$ROOT/scripts/wrk/sweep.lua" "$BASE" >"$OUT/sweep" 2>&1 &
+    SWEEP_PID=$!
+    PIDS+=("$SWEEP_PID")
+    cached_entries() { curl -fsS "$BASE/metrics" | awk '/^ecosire_license_cache_entries / {print $2}'; }
+    last="" still=0
+    while kill -0 "$SWEEP_PID" 2>/dev/null; do
+        sleep 1
+        CACHED="$(cached_entries)"
+        [ "${CACHED%.*}" -ge "$BIG" ] && break
+        if [ "$CACHED" = "$last" ]; then still=$((still + 1)); else still=0; fi
+        [ "$still" -ge 30 ] && die "the cache stopped growing at $CACHED of $BIG licenses"
+        last="$CACHED"
+    done
+    stop_pid "$SWEEP_PID"
     RSS_AFTER="$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")"
-    CACHED="$(curl -fsS "$BASE/metrics" | awk '/^ecosire_license_cache_entries / {print $2}')"
+    CACHED="$(cached_entries)"
     stop_server
 fi
 

@@ -358,7 +358,12 @@ async fn issue_licenses(
         let mut tx = db.begin().await?;
         let keys = create_many(&mut tx, &keyring.data, &terms, n)
             .await
-            .map_err(|e| anyhow::anyhow!("issuing licenses: {e}"))?;
+            .map_err(|e| match e {
+                ecosire::error::Error::Db(e) => {
+                    anyhow::anyhow!("issuing licenses: {}", ecosire::db::error_cause(&e))
+                }
+                other => anyhow::anyhow!("issuing licenses: {other}"),
+            })?;
         tx.commit().await?;
         for k in &keys {
             writeln!(sink, "{}", k.as_str())?;

@@ -564,3 +564,59 @@ fn the_access_log_rounds_latency_and_leaves_out_what_is_unknown() {
     assert_eq!(fields["status"], 200, "{line}");
     running.stop();
 }
+
+#[tokio::test]
+async fn licenses_issued_in_bulk_validate_and_are_announced() {
+    let app = common::TestApp::new().await;
+    let product = app
+        .product(serde_json::json!({"max_activations": 2, "entitlements": ["pro"]}))
+        .await;
+    let out = app.dir.path().join("issued.txt");
+    let issue = |product: &str, count: &str| {
+        ecosire(app.dir.path())
+            .env("DATABASE_URL", &app.state.config.database_url)
+            .env("ECOSIRE_KEYS_DIR", &app.state.config.keys_dir)
+            .args(["license", "issue", "--product", product, "--count", count])
+            .arg("--keys-out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let slug = product["slug"].as_str().unwrap();
+    let o = issue(slug, "1200");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys: Vec<String> = lines(&std::fs::read(&out).unwrap());
+    assert_eq!(keys.len(), 1200);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the keys file is private"
+    );
+    for key in [&keys[0], &keys[1199]] {
+        let v = app.validate(serde_json::json!({"key": key})).await;
+        assert_eq!(v["code"], "VALID", "{v}");
+        assert_eq!(v["license"]["max_activations"], 2);
+        assert_eq!(v["license"]["entitlements"], serde_json::json!(["pro"]));
+    }
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE type = 'license.created' AND key_sealed IS NOT NULL")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(created, 1200, "each license is announced with its sealed key");
+
+    // The keys file is never overwritten, and an unknown product is named.
+    let o = issue(slug, "1");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(lines(&std::fs::read(&out).unwrap()).len(), 1200);
+    std::fs::remove_file(&out).unwrap();
+    let o = issue("no-such-product", "1");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--product"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

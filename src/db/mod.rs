@@ -272,6 +272,25 @@ fn prepare_sqlite(url: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// `($1, $2, …), (…), …`: the `VALUES` list of a multi-row insert of `rows` rows of `cols`
+/// columns, numbered as both backends accept (sqlx's `QueryBuilder` over `Any` writes `?`, which
+/// PostgreSQL refuses).
+pub fn values_list(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
 /// Builds `WHERE` clauses with numbered placeholders that both backends accept.
 #[derive(Default)]
 pub struct Filters {

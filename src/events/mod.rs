@@ -157,33 +157,39 @@ pub async fn emit_batch(
         .collect();
     // Well under both backends' limits on bound parameters per statement.
     for chunk in events.chunks(1000) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
-            "INSERT INTO outbox (id, type, payload, created_at, key_sealed) ",
+        let sql = format!(
+            "INSERT INTO outbox (id, type, payload, created_at, key_sealed) VALUES {}",
+            crate::db::values_list(chunk.len(), 5)
         );
-        q.push_values(chunk, |mut b, (id, payload, sealed)| {
-            b.push_bind(id.as_str())
-                .push_bind(kind)
-                .push_bind(payload.as_str())
-                .push_bind(now)
-                .push_bind(sealed.as_deref());
-        });
-        q.build().execute(&mut **tx).await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, payload, sealed) in chunk {
+            q = q
+                .bind(id.as_str())
+                .bind(kind)
+                .bind(payload.as_str())
+                .bind(now)
+                .bind(sealed.as_deref());
+        }
+        q.execute(&mut **tx).await?;
         for endpoint in &endpoints {
-            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
-                "INSERT INTO deliveries (id, event_id, event_type, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) ",
+            let sql = format!(
+                "INSERT INTO deliveries (id, event_id, event_type, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) VALUES {}",
+                crate::db::values_list(chunk.len(), 9)
             );
-            q.push_values(chunk, |mut b, (id, _, _)| {
-                b.push_bind(new_id("dlv"))
-                    .push_bind(id.as_str())
-                    .push_bind(kind)
-                    .push_bind(endpoint.as_str())
-                    .push_bind("pending")
-                    .push_bind(0_i64)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            q.build().execute(&mut **tx).await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, _, _) in chunk {
+                q = q
+                    .bind(new_id("dlv"))
+                    .bind(id.as_str())
+                    .bind(kind)
+                    .bind(endpoint.as_str())
+                    .bind("pending")
+                    .bind(0_i64)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut **tx).await?;
         }
     }
     Ok(())

@@ -114,30 +114,33 @@ pub async fn create_many(
         .collect();
     // 16 parameters a row: well under both backends' limits per statement.
     for chunk in rows.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
+        let sql = format!(
             "INSERT INTO licenses (id, key_digest, key_sealed, key_last4, product_id, user_id, status, expires_at, \
-             max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) ",
+             max_activations, entitlements, metadata, order_id, subscription_id, granted_email, created_at, updated_at) \
+             VALUES {}",
+            crate::db::values_list(chunk.len(), 16)
         );
-        q.push_values(chunk, |mut b, (r, _)| {
-            b.push_bind(r.id.as_str())
-                .push_bind(r.key_digest.as_str())
-                .push_bind(r.key_sealed.as_str())
-                .push_bind(r.key_last4.as_str())
-                .push_bind(r.product_id.as_str())
-                .push_bind(r.user_id.as_deref())
-                .push_bind(r.status.as_str())
-                .push_bind(r.expires_at)
-                .push_bind(r.max_activations)
-                .push_bind(r.entitlements.as_str())
-                .push_bind(r.metadata.as_str())
-                .push_bind(n.order_id)
-                .push_bind(n.subscription_id)
-                .push_bind(n.granted_email)
-                .push_bind(r.created_at)
-                .push_bind(r.updated_at);
-        });
-        q.build()
-            .execute(&mut **tx)
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (r, _) in chunk {
+            q = q
+                .bind(r.id.as_str())
+                .bind(r.key_digest.as_str())
+                .bind(r.key_sealed.as_str())
+                .bind(r.key_last4.as_str())
+                .bind(r.product_id.as_str())
+                .bind(r.user_id.as_deref())
+                .bind(r.status.as_str())
+                .bind(r.expires_at)
+                .bind(r.max_activations)
+                .bind(r.entitlements.as_str())
+                .bind(r.metadata.as_str())
+                .bind(n.order_id)
+                .bind(n.subscription_id)
+                .bind(n.granted_email)
+                .bind(r.created_at)
+                .bind(r.updated_at);
+        }
+        q.execute(&mut **tx)
             .await
             .on_unique(|| Err(Error::Internal(anyhow::anyhow!("license key collision"))))?;
     }
