@@ -1,11 +1,13 @@
 //! HTTP plumbing shared by every module and knowing none: connections and their deadlines, body
-//! and query extractors, field checks, pagination, request ids, client IPs, the rate limiter.
+//! and query extractors, field checks, pagination, request ids, client IPs, the rate limiter (local, or shared
+//! through Redis) and the daily quota (shared through the database).
 
 pub mod checks;
 pub mod client_ip;
 pub mod extract;
 pub mod listener;
 pub mod pagination;
+pub mod quota;
 pub mod ratelimit;
 pub mod request_id;
 
