@@ -10,6 +10,7 @@ pub mod pagination;
 pub mod quota;
 pub mod ratelimit;
 pub mod request_id;
+pub mod shared_limits;
 
 /// The `method` of a request as metrics and logs show it: the standard methods by name, anything a client invents as `other`, so a
 /// client cannot add series (every label value must come from a fixed set).
