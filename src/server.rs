@@ -105,8 +105,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     for g in generated {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
     }
-    let mut limits =
-        crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
+    let mut limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
     if let (true, Some(url)) = (config.rate_limits, &config.redis_url) {
         limits = limits.with_shared(
             crate::http::shared_limits::SharedLimits::connect(url, &config.redis_prefix).await?,

@@ -171,7 +171,10 @@ async fn per_minute_limits_are_one_budget_across_instances_through_redis() {
             assert_eq!(*status, 200, "call {i}");
             assert_eq!(*remaining, Some(9 - i as u64), "call {i}: one countdown");
         } else {
-            assert_eq!(*status, 429, "call {i}: the budget is spent on both instances");
+            assert_eq!(
+                *status, 429,
+                "call {i}: the budget is spent on both instances"
+            );
             assert_eq!(*remaining, Some(0));
             // One cell of 10/h frees every 6 minutes.
             assert!(retry.is_some_and(|r| (355..=360).contains(&r)), "{retry:?}");
@@ -189,7 +192,10 @@ async fn per_minute_limits_are_one_budget_across_instances_through_redis() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (10, 30), "{statuses:?}");
-    assert_eq!(metric(&http, &a, "ecosire_rate_limit_local_fallbacks_total").await, 0.0);
+    assert_eq!(
+        metric(&http, &a, "ecosire_rate_limit_local_fallbacks_total").await,
+        0.0
+    );
     drop((a, b));
 
     // The same pair without Redis: each instance has its own 10.
@@ -204,7 +210,11 @@ async fn per_minute_limits_are_one_budget_across_instances_through_redis() {
         let (status, remaining, _) = validate(&http, s, &key).await;
         if status == 200 {
             ok += 1;
-            assert_eq!(remaining, Some(9 - i / 2), "call {i}: a countdown per instance");
+            assert_eq!(
+                remaining,
+                Some(9 - i / 2),
+                "call {i}: a countdown per instance"
+            );
         } else {
             assert_eq!(status, 429);
             assert!(i >= 20, "call {i}");
@@ -245,8 +255,16 @@ async fn an_unreachable_redis_leaves_local_limits_and_says_so() {
     assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 0.0);
     assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 6.0);
     let log = s.log_lines();
-    let warnings = log.iter().filter(|l| l.contains("Redis unreachable")).count();
-    assert_eq!(warnings, 1, "one line per outage, not per request:\n{}", log.join("\n"));
+    let warnings = log
+        .iter()
+        .filter(|l| l.contains("Redis unreachable"))
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "one line per outage, not per request:\n{}",
+        log.join("\n")
+    );
     assert!(
         !log.iter().any(|l| l.contains("hunter2")) && !r.to_string().contains("hunter2"),
         "{}",
@@ -343,17 +361,19 @@ async fn the_daily_quota_is_one_budget_across_instances() {
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let got: Option<i64> = sqlx::query_scalar(
-                    "SELECT calls FROM daily_usage WHERE user_id = $1",
-                )
-                .bind(&user_id)
-                .fetch_optional(&db)
-                .await
-                .unwrap();
+                let got: Option<i64> =
+                    sqlx::query_scalar("SELECT calls FROM daily_usage WHERE user_id = $1")
+                        .bind(&user_id)
+                        .fetch_optional(&db)
+                        .await
+                        .unwrap();
                 if got == Some(total) {
                     return;
                 }
-                assert!(Instant::now() < deadline, "the database shows {got:?}, not {total}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the database shows {got:?}, not {total}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -383,7 +403,11 @@ async fn the_daily_quota_is_one_budget_across_instances() {
         if status == 429 {
             break;
         }
-        assert_eq!(remaining, Some(4 - slack), "b counts down from its own view");
+        assert_eq!(
+            remaining,
+            Some(4 - slack),
+            "b counts down from its own view"
+        );
         slack += 1;
         assert!(slack <= 5, "b accepted more than its view allows");
     }
@@ -410,7 +434,11 @@ async fn call(http: &reqwest::Client, token: &str, s: &Server) -> (u16, Option<u
         .and_then(|v| v.parse::<u64>().ok());
     let status = r.status().as_u16();
     if status == 429 {
-        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let to_midnight = 86_400 - (common::now_s() as u64 % 86_400);
         assert!(retry.abs_diff(to_midnight) <= 5, "{retry} vs {to_midnight}");
         let body: Value = r.json().await.unwrap();

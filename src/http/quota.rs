@@ -136,23 +136,24 @@ impl DailyQuota {
         }
     }
 
-    /// Forgets the counters of past days, here and (once a day per instance) in the database.
+    /// Forgets the counters of past days, here and in the database: once per day and instance
+    /// (a no-op on every other call).
     pub async fn prune(&self, db: &Db, today: i64) {
+        use std::sync::atomic::Ordering;
+        let before = self.pruned_before.swap(today, Ordering::AcqRel);
+        if before == today {
+            return;
+        }
         self.users
             .lock()
             .expect("quota")
             .retain(|_, u| u.day >= today);
-        let before = self
-            .pruned_before
-            .swap(today, std::sync::atomic::Ordering::AcqRel);
-        if before != today
-            && let Err(e) = sqlx::query("DELETE FROM daily_usage WHERE day < $1")
-                .bind(today)
-                .execute(&db.pool)
-                .await
+        if let Err(e) = sqlx::query("DELETE FROM daily_usage WHERE day < $1")
+            .bind(today)
+            .execute(&db.pool)
+            .await
         {
-            self.pruned_before
-                .store(before, std::sync::atomic::Ordering::Release);
+            self.pruned_before.store(before, Ordering::Release);
             tracing::warn!(error = %crate::db::error_cause(&e), "pruning old daily quota counts failed; will retry");
         }
     }

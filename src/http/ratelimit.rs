@@ -563,7 +563,10 @@ mod tests {
                 Decision::Refused { .. } => refused += 1,
             }
         }
-        assert!(allowed > 4 && refused > 4, "{allowed} allowed, {refused} refused");
+        assert!(
+            allowed > 4 && refused > 4,
+            "{allowed} allowed, {refused} refused"
+        );
     }
 
     /// With Redis's own clock: a bucket of 5 per hour shared by two instances' limiters (one
@@ -574,7 +577,9 @@ mod tests {
         let Some(url) = test_redis() else { return };
         let prefix = format!("ecosire-test:{}", uuid::Uuid::now_v7().simple());
         let mut config = LimitsConfig::default();
-        config.rules.insert("login".into(), Rule::parse("5/h").unwrap());
+        config
+            .rules
+            .insert("login".into(), Rule::parse("5/h").unwrap());
         let a = Limits::new(true, config.clone())
             .with_shared(SharedLimits::connect(&url, &prefix).await.unwrap());
         let b = Limits::new(true, config.clone())
@@ -616,10 +621,7 @@ mod tests {
         let l = Limits::new(true, LimitsConfig::default())
             .with_shared(SharedLimits::connect(&url, "x").await.unwrap());
         let mode = l.mode();
-        assert!(
-            mode.starts_with("local (redis unreachable: "),
-            "{mode}"
-        );
+        assert!(mode.starts_with("local (redis unreachable: "), "{mode}");
         assert!(!mode.contains("hunter2"), "{mode}");
         for i in 0..10 {
             assert!(l.check("login", "ip:1", None).await.is_ok(), "call {i}");

@@ -110,13 +110,20 @@ impl SharedLimits {
                 crate::config::redact_url(url)
             )
         })?;
-        let password = client.get_connection_info().redis_settings().password().map(str::to_string);
+        let password = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .map(str::to_string);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            anyhow::anyhow!("ECOSIRE_REDIS_URL: {}", scrub(&e.to_string(), password.as_deref()))
+            anyhow::anyhow!(
+                "ECOSIRE_REDIS_URL: {}",
+                scrub(&e.to_string(), password.as_deref())
+            )
         })?;
         let shared = SharedLimits {
             manager,
@@ -185,10 +192,7 @@ impl SharedLimits {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return Err(self.cause_of(&e)),
                 Err(_) => {
-                    return Err(format!(
-                        "no answer within {} ms",
-                        CALL_TIMEOUT.as_millis()
-                    ));
+                    return Err(format!("no answer within {} ms", CALL_TIMEOUT.as_millis()));
                 }
             };
         Ok(match reply {
@@ -212,11 +216,8 @@ impl SharedLimits {
 
     async fn probe(&self, timeout: Duration) -> Result<(), String> {
         let mut conn = self.manager.clone();
-        match tokio::time::timeout(
-            timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
+        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.cause_of(&e)),
