@@ -272,6 +272,41 @@ async fn an_unreachable_redis_leaves_local_limits_and_says_so() {
     );
 }
 
+/// A "Redis" that accepts connections and never answers (a hung server, a black-holed route):
+/// the server falls back to local limits, says why, and requests do not wait for it — 20
+/// requests take less than the 20 × 100 ms they would if each waited for Redis's timeout.
+#[tokio::test]
+async fn a_redis_that_never_answers_means_local_limits_without_waiting() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for conn in silent.incoming() {
+            match conn {
+                Ok(c) => held.push(c),
+                Err(_) => return,
+            }
+        }
+    });
+    let s = Server::start(&[
+        ("ECOSIRE_REDIS_URL", &format!("redis://127.0.0.1:{port}")),
+        ("ECOSIRE_RATE_LIMIT_VALIDATE", "100/h"),
+    ])
+    .await;
+    let http = http();
+    let mode = rate_limits(&ready(&http, &s).await);
+    assert!(mode.starts_with("local (redis unreachable: "), "{mode}");
+    eprintln!("a silent Redis: {mode}");
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(validate(&http, &s, "not-a-key").await.0, 200);
+    }
+    let took = started.elapsed();
+    eprintln!("20 requests with a silent Redis: {took:?}");
+    assert!(took < Duration::from_secs(2), "20 requests took {took:?}");
+    assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 20.0);
+}
+
 /// A private Redis, killed and started again on the same port: shared limits, then local ones
 /// while it is away (requests keep being served), then shared again without a restart of the
 /// server — each change logged once.
@@ -303,12 +338,15 @@ async fn limits_go_local_while_redis_is_away_and_shared_when_it_returns() {
         assert!(remaining.is_some());
     }
     let mode = ready_until(&http, &s, |m| m.starts_with("local (redis unreachable")).await;
+    eprintln!("Redis killed: {mode}");
     assert!(mode.starts_with("local (redis unreachable: "), "{mode}");
     assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 0.0);
     assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 4.0);
 
     redis.restart().await;
+    let back = Instant::now();
     ready_until(&http, &s, |m| m == "shared (redis)").await;
+    eprintln!("shared again {:?} after Redis answered", back.elapsed());
     assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 1.0);
     assert!(!redis.exists(&bucket).await, "a fresh Redis");
     assert_eq!(validate(&http, &s, "not-a-key").await.0, 200);
@@ -412,6 +450,7 @@ async fn the_daily_quota_is_one_budget_across_instances() {
         assert!(slack <= 5, "b accepted more than its view allows");
     }
     assert!((1..=5).contains(&slack), "{slack}");
+    eprintln!("b accepted {slack} call(s) on its stale view (bound: 5)");
     flushed(10 + slack as i64).await;
     // Everyone knows now: refused everywhere.
     assert_eq!(seq(&http, &token, &a, 1).await, [(429, Some(0))]);

@@ -32,7 +32,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// τ = T × (burst − 1), `ARGV[3]` (tests only) the time instead of Redis's clock.
 /// The key holds the theoretical arrival time (TAT) and expires when it is in the past (a key
 /// whose TAT has passed is the same as no key). Answers `{allowed, remaining, wait_µs}`.
+/// Times are integers of microseconds since the epoch (exact in Lua's doubles until 2255).
 pub const GCRA_LUA: &str = r#"
+-- A script that reads TIME and writes must replicate its effects (the default from Redis 5 on).
+if redis.replicate_commands then redis.replicate_commands() end
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local now
@@ -181,6 +184,17 @@ impl SharedLimits {
         gcra: Gcra,
         now_us: Option<u64>,
     ) -> Result<Decision, String> {
+        self.eval_within(redis_key, gcra, now_us, CALL_TIMEOUT)
+            .await
+    }
+
+    async fn eval_within(
+        &self,
+        redis_key: &str,
+        gcra: Gcra,
+        now_us: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Decision, String> {
         let mut conn = self.manager.clone();
         let mut call = self.script.key(redis_key);
         call.arg(gcra.t_us).arg(gcra.tau_us);
@@ -188,11 +202,11 @@ impl SharedLimits {
             call.arg(now);
         }
         let reply: (i64, i64, i64) =
-            match tokio::time::timeout(CALL_TIMEOUT, call.invoke_async(&mut conn)).await {
+            match tokio::time::timeout(timeout, call.invoke_async(&mut conn)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return Err(self.cause_of(&e)),
                 Err(_) => {
-                    return Err(format!("no answer within {} ms", CALL_TIMEOUT.as_millis()));
+                    return Err(format!("no answer within {} ms", timeout.as_millis()));
                 }
             };
         Ok(match reply {
@@ -214,15 +228,16 @@ impl SharedLimits {
         self.lost.notify_one();
     }
 
+    /// Runs the script on a key of its own: Redis answers checks, not just pings (a read-only
+    /// replica or a full `maxmemory` answers PING but refuses the script).
     async fn probe(&self, timeout: Duration) -> Result<(), String> {
-        let mut conn = self.manager.clone();
-        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
+        let probe = Gcra {
+            t_us: 1000,
+            tau_us: 0,
+        };
+        self.eval_within(&format!("{}:rl:probe", self.prefix), probe, None, timeout)
             .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.cause_of(&e)),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        }
+            .map(|_| ())
     }
 
     /// Pings Redis: every 2 s while it is used (so `/api/ready` is right even without traffic),
@@ -242,7 +257,14 @@ impl SharedLimits {
                 }
                 _ = stop.changed() => return,
             }
-            match self.probe(CALL_TIMEOUT.max(CONNECT_TIMEOUT)).await {
+            // A failed call makes the connection manager start a new connection; a second try
+            // waits for that one, so a Redis that is back is seen at the first probe.
+            let timeout = CALL_TIMEOUT.max(CONNECT_TIMEOUT);
+            let answer = match self.probe(timeout).await {
+                Err(_) => self.probe(timeout).await,
+                ok => ok,
+            };
+            match answer {
                 Ok(()) => {
                     if !self.up.swap(true, Ordering::AcqRel) {
                         tracing::warn!("Redis answers again: rate limits are shared again");
