@@ -922,6 +922,33 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_url_is_checked_and_its_password_never_shown() {
+        let c = from(&[
+            ("ECOSIRE_REDIS_URL", "redis://:s3cret-pw@cache:6379/2"),
+            ("ECOSIRE_REDIS_PREFIX", "eu"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_url.as_deref(),
+            Some("redis://:s3cret-pw@cache:6379/2")
+        );
+        assert_eq!(c.redis_prefix, "eu");
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        assert!(from(&[("ECOSIRE_REDIS_URL", "unix:///run/redis.sock")]).is_ok());
+        for bad in [
+            "rediss://:s3cret@cache:6380",
+            "http://:s3cret@cache",
+            "cache:6379",
+        ] {
+            let e = from(&[("ECOSIRE_REDIS_URL", bad)]).unwrap_err();
+            assert_eq!(e.var, "ECOSIRE_REDIS_URL", "{bad}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+        let e = from(&[("ECOSIRE_REDIS_PREFIX", "a b")]).unwrap_err();
+        assert_eq!(e.var, "ECOSIRE_REDIS_PREFIX");
+    }
+
+    #[test]
     fn the_admin_email_must_be_an_address() {
         let e = from(&[
             ("ECOSIRE_ADMIN_EMAIL", "admin"),
