@@ -16,7 +16,8 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn main() {
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -26,7 +27,7 @@ fn main() {
     let t = Instant::now();
     for i in 0..n {
         // Like a flood of validations with random unknown keys from distinct addresses.
-        let _ = limits.check("anonymous", &format!("ip:{i}"), None);
+        let _ = limits.check("anonymous", &format!("ip:{i}"), None).await;
     }
     println!(
         "{n} distinct keys in {:.2?}: {} keys held, {:.1} MiB RSS",

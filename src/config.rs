@@ -80,6 +80,10 @@ pub struct Config {
     pub webhook_disable_after: Duration,
     /// `ECOSIRE_RATE_LIMIT_<BUCKET>` and `ECOSIRE_QUOTA_PLANS`: rate-limit rules and daily quotas.
     pub limits: LimitsConfig,
+    /// `ECOSIRE_REDIS_URL`: where per-minute limits are shared across instances; unset: local.
+    pub redis_url: Option<String>,
+    /// `ECOSIRE_REDIS_PREFIX`: the first part of every key the server writes to Redis.
+    pub redis_prefix: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -123,6 +127,8 @@ impl std::fmt::Debug for Config {
             .field("webhook_disable_after", &self.webhook_disable_after)
             .field("rate_limit_rules", &rules)
             .field("quota_plans", &plans)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
             .finish()
     }
 }
@@ -206,6 +212,8 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             webhook_disable_after: Duration::from_secs(3 * 86_400),
             limits: Default::default(),
+            redis_url: None,
+            redis_prefix: "ecosire".into(),
         }
     }
 }
@@ -368,6 +376,18 @@ pub fn variables() -> Vec<Variable> {
             value("free=1000"),
             "free=1000,pro=100000,enterprise=unlimited",
             "daily API calls per customer plan (0 or unlimited: none); unknown plans get free's",
+        ),
+        var(
+            "ECOSIRE_REDIS_URL",
+            Unset,
+            "redis://:secret@redis:6379/0",
+            "share the rate limits of all instances through this Redis; unset or unreachable: local",
+        ),
+        var(
+            "ECOSIRE_REDIS_PREFIX",
+            value("ecosire"),
+            "ecosire-eu",
+            "first part of every Redis key the server writes (deployments sharing one Redis)",
         ),
         var(
             "ECOSIRE_WEBHOOK_ALLOW_PRIVATE",
@@ -707,6 +727,16 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         if let Some(plans) = self.parse("ECOSIRE_QUOTA_PLANS", parse_plans)? {
             c.limits.plans.extend(plans);
         }
+        c.redis_url = self.parse("ECOSIRE_REDIS_URL", parse_redis_url)?;
+        if let Some(prefix) = self.parse("ECOSIRE_REDIS_PREFIX", |v| {
+            if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!("expected a prefix without spaces, got '{v}'"))
+            } else {
+                Ok(v.to_string())
+            }
+        })? {
+            c.redis_prefix = prefix;
+        }
         c.webhook_allow_private = self
             .bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE")?
             .unwrap_or(c.webhook_allow_private);
@@ -741,6 +771,23 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         (c.log_format, c.log_filter) = self.logging()?;
         Ok(c)
     }
+}
+
+/// `redis://[:password@]host[:port][/db]` or `unix:///path/redis.sock`. TLS (`rediss://`) is not
+/// built in: terminate it in a local proxy such as stunnel.
+fn parse_redis_url(v: &str) -> Result<String, String> {
+    use redis::IntoConnectionInfo;
+    if v.starts_with("rediss://") {
+        return Err("rediss:// (TLS) is not supported; use redis:// or unix://".into());
+    }
+    v.into_connection_info()
+        .map(|_| v.to_string())
+        .map_err(|_| {
+            format!(
+                "expected redis://host:port or unix:///path, got '{}'",
+                redact_url(v)
+            )
+        })
 }
 
 /// `free=1000,pro=unlimited`: daily calls per plan; `0` or `unlimited` means no quota.
@@ -885,6 +932,33 @@ mod tests {
             from(&[("RUST_LOG", "ecosire=loud")]).unwrap_err().var,
             "RUST_LOG"
         );
+    }
+
+    #[test]
+    fn the_redis_url_is_checked_and_its_password_never_shown() {
+        let c = from(&[
+            ("ECOSIRE_REDIS_URL", "redis://:s3cret-pw@cache:6379/2"),
+            ("ECOSIRE_REDIS_PREFIX", "eu"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.redis_url.as_deref(),
+            Some("redis://:s3cret-pw@cache:6379/2")
+        );
+        assert_eq!(c.redis_prefix, "eu");
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        assert!(from(&[("ECOSIRE_REDIS_URL", "unix:///run/redis.sock")]).is_ok());
+        for bad in [
+            "rediss://:s3cret@cache:6380",
+            "http://:s3cret@cache",
+            "cache:6379",
+        ] {
+            let e = from(&[("ECOSIRE_REDIS_URL", bad)]).unwrap_err();
+            assert_eq!(e.var, "ECOSIRE_REDIS_URL", "{bad}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+        let e = from(&[("ECOSIRE_REDIS_PREFIX", "a b")]).unwrap_err();
+        assert_eq!(e.var, "ECOSIRE_REDIS_PREFIX");
     }
 
     #[test]

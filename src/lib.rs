@@ -10,7 +10,8 @@
 //! - `http`: plumbing with no feature in it: the connection loop and its deadlines (`listener`),
 //!   `Json`/`Query`/`Path` extractors, field checks, pagination, request ids, client IPs, and the
 //!   rate limiter (`ratelimit`: buckets, headers, `RateContext` for handlers that charge
-//!   themselves).
+//!   themselves; `shared_limits`: the same limits shared through Redis; `quota`: the daily quota
+//!   counted in the database in batches).
 //! - `db`: the pool over SQLite or PostgreSQL, migrations, the list query (`list`), and every
 //!   backend difference (write locks, claiming, notifications).
 //! - `auth`: credentials and principals, roles and scopes, the access extractors (`Admin`,

@@ -105,7 +105,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     for g in generated {
         tracing::info!(dir = %config.keys_dir.display(), "generated {g}");
     }
-    let limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
+    let mut limits = crate::http::ratelimit::Limits::new(config.rate_limits, config.limits.clone());
+    if let (true, Some(url)) = (config.rate_limits, &config.redis_url) {
+        limits = limits.with_shared(
+            crate::http::shared_limits::SharedLimits::connect(url, &config.redis_prefix).await?,
+        );
+    }
     let hasher =
         crate::accounts::passwords::Hasher::new(config.hash_concurrency, config.hash_queue_timeout);
     // Rendered answers get a fixed budget beside the snapshots: enough for every hot license.
@@ -149,6 +154,7 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     flush_state.accounting.flush(&flush_state.db).await;
+    flush_state.limits.quota.flush(&flush_state.db).await;
     Ok(())
 }
 
@@ -188,6 +194,36 @@ pub fn spawn_background(
                     _ = tick.tick() => state.accounting.flush(&state.db).await,
                     _ = stop.changed() => break,
                 }
+            }
+        }));
+    }
+    {
+        // The daily quota: this instance's counts reach the database, and it learns the totals
+        // of every instance, every second; past days are forgotten.
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::http::quota::FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let quota = &state.limits.quota;
+                        quota.flush(&state.db).await;
+                        quota.prune(&state.db, crate::http::ratelimit::Limits::today()).await;
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    if state.limits.shared().is_some() {
+        // Turns shared limits off while Redis does not answer and on again when it does.
+        let state = state.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Some(shared) = state.limits.shared() {
+                shared.supervise(stop).await;
             }
         }));
     }

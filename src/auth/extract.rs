@@ -221,7 +221,7 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Princ
 /// bucket (one per API key or login session) and, for customers, to the daily quota; anything
 /// else — no credentials, or credentials that did not verify — to the per-IP `anonymous` bucket.
 /// A caller is never charged to a principal's bucket on the strength of a header alone.
-pub fn charge(
+pub async fn charge(
     parts: &mut Parts,
     state: &AppState,
     principal: Option<&Principal>,
@@ -242,7 +242,8 @@ pub fn charge(
             };
             state
                 .limits
-                .check("authenticated", &bucket_key, slot.as_ref())?;
+                .check("authenticated", &bucket_key, slot.as_ref())
+                .await?;
             if p.role == Role::Customer {
                 state
                     .limits
@@ -257,6 +258,7 @@ pub fn charge(
             state
                 .limits
                 .check("anonymous", &format!("ip:{ip}"), slot.as_ref())
+                .await
         }
     }
 }
@@ -271,17 +273,17 @@ impl FromRequestParts<AppState> for Principal {
         let p = match resolve(parts, state).await {
             Ok(Some(p)) => p,
             Ok(None) => {
-                charge(parts, state, None)?;
+                charge(parts, state, None).await?;
                 return Err(Error::Unauthenticated);
             }
             Err(e @ (Error::Unauthenticated | Error::Forbidden { .. })) => {
                 // Failed credentials spend the caller's anonymous allowance, so guessing is bounded.
-                charge(parts, state, None)?;
+                charge(parts, state, None).await?;
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-        charge(parts, state, Some(&p))?;
+        charge(parts, state, Some(&p)).await?;
         // Usage counters and the audit log learn the caller here, refused or not.
         if let Some(slot) = parts.extensions.get::<super::accounting::AuthSlot>() {
             let _ = slot.0.set(p.clone());

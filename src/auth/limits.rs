@@ -49,10 +49,10 @@ pub struct Public;
 
 charging!(Public, |parts, state| {
     match super::extract::resolve(parts, state).await {
-        Ok(p) => super::extract::charge(parts, state, p.as_ref())?,
+        Ok(p) => super::extract::charge(parts, state, p.as_ref()).await?,
         // Credentials that do not verify buy nothing: the IP pays.
         Err(Error::Unauthenticated | Error::Forbidden { .. }) => {
-            super::extract::charge(parts, state, None)?
+            super::extract::charge(parts, state, None).await?
         }
         Err(e) => return Err(e),
     }
@@ -104,7 +104,8 @@ impl<B: Bucket> FromRequestParts<AppState> for PerIp<B> {
         if state.limits.enabled {
             state
                 .limits
-                .check(B::NAME, &ip_key(parts, state), slot(parts).as_ref())?;
+                .check(B::NAME, &ip_key(parts, state), slot(parts).as_ref())
+                .await?;
         }
         Ok(PerIp(PhantomData))
     }
@@ -119,5 +120,8 @@ charging!(AskLimit, |parts, state| {
         Ok(Some(p)) => format!("user:{}", p.user_id),
         _ => ip_key(parts, state),
     };
-    state.limits.check("ask", &key, slot(parts).as_ref())?;
+    state
+        .limits
+        .check("ask", &key, slot(parts).as_ref())
+        .await?;
 });

@@ -10,11 +10,14 @@
 //! the figures in a `RateSlot`; the middleware turns them into `X-RateLimit-*` / `X-Quota-*`
 //! headers on the response, whatever its status.
 //!
-//! Limits are per instance: with N instances behind a balancer that spreads a client evenly,
-//! configure each instance with limit/N for the same overall limit.
+//! Per-minute limits are local to the instance by default. With `ECOSIRE_REDIS_URL` they are
+//! shared by every instance through Redis (`shared_limits`: one GCRA Lua script per check), and
+//! local again, by themselves, while Redis does not answer. The daily quota is one budget per
+//! customer across instances, counted in the database in batches (`quota`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use super::quota::{DailyQuota, Take};
+use super::shared_limits::{Decision, Gcra, SharedLimits};
 use crate::config::{BUCKETS, LimitsConfig, Rule};
 use crate::error::Error;
 use crate::state::AppState;
@@ -37,6 +42,7 @@ type Limiter =
 
 struct Bucket {
     rule: Rule,
+    gcra: Gcra,
     limiter: Limiter,
 }
 
@@ -75,12 +81,35 @@ pub struct Limits {
     pub enabled: bool,
     pub config: LimitsConfig,
     buckets: HashMap<&'static str, Bucket>,
-    /// Customer calls today: user id → (UTC day number, count).
-    daily: Mutex<HashMap<String, (i64, u64)>>,
+    /// Customer calls today, shared with the other instances through the database.
+    pub quota: DailyQuota,
+    /// Redis, when `ECOSIRE_REDIS_URL` is set.
+    shared: Option<SharedLimits>,
     /// `bucket\0key` → when its next cell frees, for keys that have spent their allowance; lets
     /// the hot path refuse before a database lookup (`blocked`). Touched only when a bucket runs
     /// dry, never on an ordinary check.
     exhausted: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// `rule` for governor: `limit` cells per `period`, refilled evenly, with a burst of `limit`.
+fn governor_quota(rule: Rule) -> Quota {
+    let burst = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(rule.period / rule.limit.max(1))
+        .expect("non-zero period")
+        .allow_burst(burst)
+}
+
+/// One cell from this instance's own limiter.
+#[inline]
+fn local(b: &Bucket, key: &str) -> Decision {
+    match b.limiter.check_key(&key.to_string()) {
+        Ok(snap) => Decision::Allowed {
+            remaining: snap.remaining_burst_capacity(),
+        },
+        Err(not_until) => Decision::Refused {
+            wait: not_until.wait_time_from(DefaultClock::default().now()),
+        },
+    }
 }
 
 fn unix_now() -> u64 {
@@ -96,14 +125,12 @@ impl Limits {
             .iter()
             .map(|(name, default)| {
                 let rule = config.rules.get(*name).copied().unwrap_or(*default);
-                let burst = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
-                let quota = Quota::with_period(rule.period / rule.limit.max(1))
-                    .expect("non-zero period")
-                    .allow_burst(burst);
+                let quota = governor_quota(rule);
                 (
                     *name,
                     Bucket {
                         rule,
+                        gcra: Gcra::new(rule.limit, rule.period),
                         limiter: RateLimiter::keyed(quota)
                             .with_middleware::<StateInformationMiddleware>(),
                     },
@@ -114,24 +141,80 @@ impl Limits {
             enabled,
             config,
             buckets,
-            daily: Mutex::new(HashMap::new()),
+            quota: DailyQuota::default(),
+            shared: None,
             exhausted: Mutex::new(HashMap::new()),
         }
     }
 
+    /// These limits, shared through `shared` while it answers.
+    pub fn with_shared(mut self, shared: SharedLimits) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis side, when configured.
+    pub fn shared(&self) -> Option<&SharedLimits> {
+        self.shared.as_ref()
+    }
+
+    /// How per-minute limits are enforced now, for `/api/ready`: `off`, `local`,
+    /// `shared (redis)`, or `local (redis unreachable: CAUSE)`.
+    pub fn mode(&self) -> String {
+        match &self.shared {
+            _ if !self.enabled => "off".into(),
+            None => "local".into(),
+            Some(s) if s.is_up() => "shared (redis)".into(),
+            Some(s) => format!("local (redis unreachable: {})", s.cause()),
+        }
+    }
+
     /// Takes one cell from `bucket` for `key`. `Err` carries the seconds until the next cell.
-    pub fn check(&self, bucket: &str, key: &str, slot: Option<&RateSlot>) -> Result<(), Error> {
+    /// Through Redis when it is configured and answers; else (and without a single await) from
+    /// this instance's limiter.
+    pub async fn check(
+        &self,
+        bucket: &str,
+        key: &str,
+        slot: Option<&RateSlot>,
+    ) -> Result<(), Error> {
         if !self.enabled {
             return Ok(());
         }
         let Some(b) = self.buckets.get(bucket) else {
             return Ok(());
         };
+        let decision = match &self.shared {
+            None => local(b, key),
+            Some(shared) => {
+                // Boxed, so the future of every caller stays small when Redis is not configured.
+                let remote = if shared.is_up() {
+                    Box::pin(shared.check(bucket, key, b.gcra)).await
+                } else {
+                    None
+                };
+                remote.unwrap_or_else(|| {
+                    shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    local(b, key)
+                })
+            }
+        };
+        self.apply(b, bucket, key, slot, decision)
+    }
+
+    /// What a decision means for the headers, the hot path's exhausted keys and the answer.
+    fn apply(
+        &self,
+        b: &Bucket,
+        bucket: &str,
+        key: &str,
+        slot: Option<&RateSlot>,
+        decision: Decision,
+    ) -> Result<(), Error> {
         let now = unix_now();
         let per_cell = b.rule.period.as_secs_f64() / f64::from(b.rule.limit.max(1));
-        let (info, verdict) = match b.limiter.check_key(&key.to_string()) {
-            Ok(snap) => {
-                let remaining = snap.remaining_burst_capacity();
+        let (info, verdict) = match decision {
+            Decision::Allowed { remaining } => {
                 if remaining == 0 {
                     self.mark_exhausted(bucket, key, Duration::from_secs_f64(per_cell));
                 }
@@ -147,8 +230,7 @@ impl Limits {
                     Ok(()),
                 )
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Decision::Refused { wait } => {
                 self.mark_exhausted(bucket, key, wait);
                 let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
                 metrics::counter!("ecosire_rate_limited_total", "bucket" => bucket.to_string())
@@ -212,7 +294,8 @@ impl Limits {
         Err(b.refusal(retry))
     }
 
-    /// Counts one call of a customer on `plan` against today's quota.
+    /// Counts one call of a customer on `plan` against today's quota (from memory: the database
+    /// learns it in the next flush, `quota`).
     pub fn count_daily(
         &self,
         user_id: &str,
@@ -227,27 +310,27 @@ impl Limits {
         };
         let now = unix_now();
         let day = (now / 86_400) as i64;
-        let used = {
-            let mut map = self.daily.lock().expect("daily quota");
-            let entry = map.entry(user_id.to_string()).or_insert((day, 0));
-            if entry.0 != day {
-                *entry = (day, 0);
-            }
-            entry.1 += 1;
-            entry.1
-        };
+        let taken = self.quota.take(user_id, day, limit);
         if let Some(s) = slot {
-            let _ = s.quota.set((limit, limit.saturating_sub(used)));
+            let remaining = match taken {
+                Take::Allowed { remaining } => remaining,
+                Take::Exhausted => 0,
+            };
+            let _ = s.quota.set((limit, remaining));
         }
-        if used > limit {
-            let midnight = (day as u64 + 1) * 86_400;
-            return Err(Error::TooMany {
-                code: "QUOTA_EXCEEDED",
-                message: format!("Daily quota of {limit} calls used up; it resets at midnight UTC"),
-                retry_after_s: midnight - now,
-            });
+        match taken {
+            Take::Allowed { .. } => Ok(()),
+            Take::Exhausted => {
+                let midnight = (day as u64 + 1) * 86_400;
+                Err(Error::TooMany {
+                    code: "QUOTA_EXCEEDED",
+                    message: format!(
+                        "Daily quota of {limit} calls used up; it resets at midnight UTC"
+                    ),
+                    retry_after_s: midnight - now,
+                })
+            }
         }
-        Ok(())
     }
 
     /// Forgets idle keys so memory stays bounded however many distinct keys pass.
@@ -261,11 +344,11 @@ impl Limits {
             .lock()
             .expect("exhausted keys")
             .retain(|_, t| *t > now);
-        let today = (unix_now() / 86_400) as i64;
-        self.daily
-            .lock()
-            .expect("daily quota")
-            .retain(|_, (day, _)| *day == today);
+    }
+
+    /// Today's UTC day number (days since the epoch), as the quota counts days.
+    pub fn today() -> i64 {
+        (unix_now() / 86_400) as i64
     }
 
     /// Keys held across all buckets (for metrics and the memory measurement).
@@ -323,14 +406,14 @@ impl FromRequestParts<AppState> for RateContext {
 
 impl RateContext {
     /// Takes one cell from `bucket` for `key`.
-    pub fn check(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
-        limits.check(bucket, key, self.slot.as_ref())
+    pub async fn check(&self, limits: &Limits, bucket: &str, key: &str) -> Result<(), Error> {
+        limits.check(bucket, key, self.slot.as_ref()).await
     }
     /// A request refused before its key could be read (malformed JSON, invalid fields) is charged
     /// to the client's IP, so bad input is not a free way to hammer the route: the refusal
     /// `error` is answered, or 429 once the IP has spent its allowance.
-    pub fn refuse(&self, limits: &Limits, bucket: &str, error: Error) -> Error {
-        match self.check(limits, bucket, &self.ip_key) {
+    pub async fn refuse(&self, limits: &Limits, bucket: &str, error: Error) -> Error {
+        match self.check(limits, bucket, &self.ip_key).await {
             Ok(()) => error,
             Err(limited) => limited,
         }
@@ -372,26 +455,27 @@ mod tests {
         assert_eq!(Rule::parse("5/fortnight"), None);
     }
 
-    #[test]
-    fn a_bucket_allows_its_limit_then_refuses() {
+    #[tokio::test]
+    async fn a_bucket_allows_its_limit_then_refuses() {
         let l = Limits::new(true, LimitsConfig::default());
         for i in 0..10 {
-            assert!(l.check("login", "ip:1", None).is_ok(), "call {i}");
+            assert!(l.check("login", "ip:1", None).await.is_ok(), "call {i}");
         }
         let Err(Error::TooMany {
             code,
             retry_after_s,
             ..
-        }) = l.check("login", "ip:1", None)
+        }) = l.check("login", "ip:1", None).await
         else {
             panic!("11th call must be refused")
         };
         assert_eq!(code, "RATE_LIMITED");
         assert!((1..=6).contains(&retry_after_s), "{retry_after_s}");
         assert!(
-            l.check("login", "ip:2", None).is_ok(),
+            l.check("login", "ip:2", None).await.is_ok(),
             "other keys have their own bucket"
         );
+        assert_eq!(l.mode(), "local");
     }
 
     #[test]
@@ -413,5 +497,136 @@ mod tests {
         for _ in 0..10 {
             assert!(l.count_daily("usr_b", "pro", None).is_ok());
         }
+    }
+
+    /// The Redis a test may use (`ECOSIRE_TEST_REDIS_URL`; `.ci/run` sets it), or `None` to skip.
+    fn test_redis() -> Option<String> {
+        let url = std::env::var("ECOSIRE_TEST_REDIS_URL").ok();
+        if url.is_none() {
+            eprintln!("ECOSIRE_TEST_REDIS_URL is not set: skipping a test that needs Redis");
+        }
+        url
+    }
+
+    /// The Lua script and governor agree, step by step, on a sequence with bursts, refusals and
+    /// refills: same decisions, same remaining burst, same wait to the microsecond (both are
+    /// given the same clock: the script through its test-only time argument, governor a fake
+    /// clock).
+    #[tokio::test]
+    async fn the_lua_gcra_decides_as_governor_does() {
+        let Some(url) = test_redis() else { return };
+        let shared = SharedLimits::connect(&url, "unused").await.unwrap();
+        assert!(shared.is_up(), "Redis at {url} must answer");
+        let rule = Rule {
+            limit: 4,
+            period: Duration::from_secs(1),
+        };
+        let clock = governor::clock::FakeRelativeClock::default();
+        let governor: RateLimiter<
+            governor::state::NotKeyed,
+            governor::state::InMemoryState,
+            governor::clock::FakeRelativeClock,
+            StateInformationMiddleware,
+        > = RateLimiter::new(
+            governor_quota(rule),
+            governor::state::InMemoryState::default(),
+            clock.clone(),
+        );
+        let gcra = Gcra::new(rule.limit, rule.period);
+        let key = format!("ecosire-test:{}:gcra", uuid::Uuid::now_v7().simple());
+        // An arbitrary epoch for the script, so its numbers are as large as Redis's own clock's.
+        let epoch_us: u64 = 1_750_000_000_000_000;
+        let steps_ms: &[u64] = &[
+            0, 0, 0, 0, 0, 0, 100, 200, 249, 250, 260, 500, 510, 999, 1000, 1000, 1000, 1001, 2500,
+            2500, 2500, 2500, 2500, 2500, 2750, 10_000, 10_000, 10_000, 10_000, 10_000, 10_001,
+        ];
+        let mut elapsed = 0;
+        let (mut allowed, mut refused) = (0, 0);
+        for (i, &at) in steps_ms.iter().enumerate() {
+            clock.advance(Duration::from_millis(at - elapsed));
+            elapsed = at;
+            let expected = match governor.check() {
+                Ok(snap) => Decision::Allowed {
+                    remaining: snap.remaining_burst_capacity(),
+                },
+                Err(not_until) => Decision::Refused {
+                    wait: not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                },
+            };
+            let got = shared
+                .eval(&key, gcra, Some(epoch_us + at * 1000))
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "step {i} at {at} ms");
+            match got {
+                Decision::Allowed { .. } => allowed += 1,
+                Decision::Refused { .. } => refused += 1,
+            }
+        }
+        assert!(
+            allowed > 4 && refused > 4,
+            "{allowed} allowed, {refused} refused"
+        );
+    }
+
+    /// With Redis's own clock: a bucket of 5 per hour shared by two instances' limiters (one
+    /// budget: the second sees what the first took), refusing the 6th call with the wait of one
+    /// cell (12 minutes), and the headers' figures as the local limiter gives them.
+    #[tokio::test]
+    async fn two_instances_share_one_bucket_through_redis() {
+        let Some(url) = test_redis() else { return };
+        let prefix = format!("ecosire-test:{}", uuid::Uuid::now_v7().simple());
+        let mut config = LimitsConfig::default();
+        config
+            .rules
+            .insert("login".into(), Rule::parse("5/h").unwrap());
+        let a = Limits::new(true, config.clone())
+            .with_shared(SharedLimits::connect(&url, &prefix).await.unwrap());
+        let b = Limits::new(true, config.clone())
+            .with_shared(SharedLimits::connect(&url, &prefix).await.unwrap());
+        assert_eq!(a.mode(), "shared (redis)");
+        let local = Limits::new(true, config);
+        for i in 0..5u32 {
+            let (slot, local_slot) = (RateSlot::default(), RateSlot::default());
+            let instance = if i % 2 == 0 { &a } else { &b };
+            instance.check("login", "ip:9", Some(&slot)).await.unwrap();
+            local
+                .check("login", "ip:9", Some(&local_slot))
+                .await
+                .unwrap();
+            let got = slot.rate.lock().unwrap().unwrap();
+            let want = local_slot.rate.lock().unwrap().unwrap();
+            assert_eq!((got.limit, got.remaining), (5, 4 - i), "call {i}");
+            assert_eq!(got.remaining, want.remaining, "call {i}");
+            assert!(got.reset_unix.abs_diff(want.reset_unix) <= 1, "call {i}");
+        }
+        let Err(Error::TooMany { retry_after_s, .. }) = b.check("login", "ip:9", None).await else {
+            panic!("the 6th call, on either instance, is refused")
+        };
+        assert!((719..=720).contains(&retry_after_s), "{retry_after_s}");
+        assert!(a.check("login", "ip:9", None).await.is_err());
+        assert_eq!(a.shared().unwrap().fallbacks.load(Ordering::Relaxed), 0);
+    }
+
+    /// A Redis that is not there: the check is local, counted as a fallback, and `/api/ready`'s
+    /// text says why, without the URL's password.
+    #[tokio::test]
+    async fn an_unreachable_redis_means_local_limits() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://:hunter2-pw@127.0.0.1:{port}/");
+        let l = Limits::new(true, LimitsConfig::default())
+            .with_shared(SharedLimits::connect(&url, "x").await.unwrap());
+        let mode = l.mode();
+        assert!(mode.starts_with("local (redis unreachable: "), "{mode}");
+        assert!(!mode.contains("hunter2"), "{mode}");
+        for i in 0..10 {
+            assert!(l.check("login", "ip:1", None).await.is_ok(), "call {i}");
+        }
+        assert!(l.check("login", "ip:1", None).await.is_err());
+        assert_eq!(l.shared().unwrap().fallbacks.load(Ordering::Relaxed), 11);
     }
 }

@@ -54,13 +54,18 @@ pub async fn activate_license(
     body: Result<Json<ActivateRequest>, Error>,
 ) -> Result<Response> {
     let limits = &state.limits;
-    let Json(req) = body.map_err(|e| rate.refuse(limits, "activate", e))?;
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return Err(rate.refuse(limits, "activate", e).await),
+    };
     let mut c = Checks::new();
     check_fingerprint(&mut c, &req.fingerprint);
     c.opt_len(req.name.as_deref(), "name", 0, 255);
     c.opt_len(req.platform.as_deref(), "platform", 0, 255);
     c.opt_len(req.hostname.as_deref(), "hostname", 0, 255);
-    c.finish().map_err(|e| rate.refuse(limits, "activate", e))?;
+    if let Err(e) = c.finish() {
+        return Err(rate.refuse(limits, "activate", e).await);
+    }
     let key = LicenseKey::parse(&req.key);
     let snap = limited_snapshot(&state, &rate, "activate", key.as_ref())
         .await?

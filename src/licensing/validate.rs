@@ -66,7 +66,10 @@ pub async fn validate_license(
     body: Result<Json<ValidateRequest>, Error>,
 ) -> Result<Response> {
     let limits = &state.limits;
-    let Json(req) = body.map_err(|e| rate.refuse(limits, "validate", e))?;
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return Err(rate.refuse(limits, "validate", e).await),
+    };
     let mut c = Checks::new();
     if let Some(fp) = &req.fingerprint {
         check_fingerprint(&mut c, fp);
@@ -74,7 +77,9 @@ pub async fn validate_license(
     c.opt_len(req.nonce.as_deref(), "nonce", 1, 64);
     c.opt_len(req.product.as_deref(), "product", 1, 255);
     c.string_list(&req.entitlements, "entitlements", 100, 64);
-    c.finish().map_err(|e| rate.refuse(limits, "validate", e))?;
+    if let Err(e) = c.finish() {
+        return Err(rate.refuse(limits, "validate", e).await);
+    }
 
     let key = LicenseKey::parse(&req.key);
     let snap = limited_snapshot(&state, &rate, "validate", key.as_ref()).await?;
@@ -181,7 +186,7 @@ pub(super) async fn limited_snapshot(
         };
     }
     let Some(key) = key else {
-        rate.check(limits, bucket, &rate.ip_key)?;
+        rate.check(limits, bucket, &rate.ip_key).await?;
         return Ok(None);
     };
     let digest = key.digest();
@@ -192,14 +197,14 @@ pub(super) async fn limited_snapshot(
         } else {
             &rate.ip_key
         };
-        rate.check(limits, bucket, charged_to)?;
+        rate.check(limits, bucket, charged_to).await?;
         return Ok(cached);
     }
     rate.blocked(limits, bucket, &rate.ip_key)?;
-    rate.check(limits, bucket, &key_bucket)?;
+    rate.check(limits, bucket, &key_bucket).await?;
     let snap = state.licenses.get(&state.db, &digest).await?;
     if snap.is_none() {
-        rate.check(limits, bucket, &rate.ip_key)?;
+        rate.check(limits, bucket, &rate.ip_key).await?;
     }
     Ok(snap)
 }

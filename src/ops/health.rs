@@ -30,15 +30,44 @@ pub async fn health(_rate: Public) -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    pub details: ReadinessDetails,
+}
+
+/// What readiness found, part by part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessDetails {
+    #[schema(example = "ok")]
+    pub database: &'static str,
+    /// How per-minute rate limits are enforced: `shared (redis)` across instances, `local` to
+    /// this instance (no `ECOSIRE_REDIS_URL`), `local (redis unreachable: CAUSE)` while Redis does
+    /// not answer (still ready: limits apply, per instance), or `off`.
+    #[schema(example = "shared (redis)")]
+    pub rate_limits: String,
+}
+
+/// Readiness: the database answers (and how rate limits are enforced).
 #[utoipa::path(get, path = "/api/ready", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "DATABASE_UNAVAILABLE", body = crate::error::Problem)))]
+    responses((status = 200, body = Readiness), (status = 503, description = "DATABASE_UNAVAILABLE", body = crate::error::Problem)))]
 pub async fn ready(
     _rate: Public,
     State(state): State<AppState>,
-) -> Result<(StatusCode, Json<Health>)> {
+) -> Result<(StatusCode, Json<Readiness>)> {
     if state.db.ping().await {
-        Ok((StatusCode::OK, Json(Health { status: "ready" })))
+        let details = ReadinessDetails {
+            database: "ok",
+            rate_limits: state.limits.mode(),
+        };
+        Ok((
+            StatusCode::OK,
+            Json(Readiness {
+                status: "ready",
+                details,
+            }),
+        ))
     } else {
         Err(Error::Unavailable {
             code: "DATABASE_UNAVAILABLE",

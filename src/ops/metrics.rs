@@ -104,6 +104,14 @@ pub async fn metrics_text(_rate: Public, State(state): State<AppState>) -> Respo
     metrics::counter!("ecosire_validated_events_dropped_total")
         .absolute(state.events.dropped.load(Ordering::Relaxed));
     metrics::gauge!("ecosire_rate_limiter_keys").set(state.limits.keys() as f64);
+    let shared = state.limits.shared();
+    metrics::gauge!("ecosire_rate_limit_shared").set(if shared.is_some_and(|s| s.is_up()) {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::counter!("ecosire_rate_limit_local_fallbacks_total")
+        .absolute(shared.map_or(0, |s| s.fallbacks.load(Ordering::Relaxed)));
     if let Ok(depth) =
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE status = 'pending'")
             .fetch_one(&state.db.pool)
