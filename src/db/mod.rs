@@ -42,6 +42,15 @@ pub const LICENSE_CHANNEL: &str = "ecosire_license_changed";
 /// How long the start waits for PostgreSQL to answer before giving up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The default of `ECOSIRE_DB_ACQUIRE_TIMEOUT_S`: how long a request waits for a PostgreSQL
+/// connection. While the database is down the pool keeps retrying refused connections for this
+/// long, so it is also how long a request takes to fail with 503 `DATABASE_UNAVAILABLE`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `application_name` prefix of the `LISTEN` connection (`ecosire-listen/<pid>`), so an
+/// operator can find each instance's listener in `pg_stat_activity`.
+pub const LISTEN_APPLICATION_NAME: &str = "ecosire-listen";
+
 /// A database error as the cause of a one-line message: the server's own message once (sqlx's
 /// `Display` repeats it through `source()` and PostgreSQL's adds a source-code line), an I/O
 /// error as "connection refused".
@@ -55,11 +64,58 @@ pub fn error_cause(e: &sqlx::Error) -> String {
     }
 }
 
+/// When `e` means the database cannot serve at all right now (not a bug in a query): the
+/// connection is refused or lost, the pool found none in time, the server is shutting down, the
+/// disk is full, the file is read-only or failing. Answers the cause for the log. Such errors
+/// become 503 `DATABASE_UNAVAILABLE`; every other database error stays a 500.
+pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Io(io) => Some(crate::fsutil::io_cause(io)),
+        sqlx::Error::Tls(t) => Some(format!("TLS: {t}")),
+        sqlx::Error::PoolTimedOut => Some("no database connection available in time".into()),
+        sqlx::Error::PoolClosed => Some("the connection pool is closed".into()),
+        sqlx::Error::WorkerCrashed => Some("the SQLite worker thread stopped".into()),
+        sqlx::Error::Protocol(p) => Some(format!("protocol: {p}")),
+        sqlx::Error::Database(d) => {
+            if let Some(sqlite) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // Primary result codes (the low byte of the extended code).
+                let code = sqlite
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .unwrap_or(0);
+                let what = match code & 0xff {
+                    5 | 6 => "the database is locked",
+                    8 => "the database is read-only",
+                    10 => "disk I/O error",
+                    13 => "the disk is full",
+                    14 => "cannot open the database file",
+                    _ => return None,
+                };
+                return Some(format!("{what} ({})", d.message()));
+            }
+            // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources
+            // (disk full, out of memory, too many connections), 57P01-57P03 shutdown / not
+            // accepting connections, 25006 a read-only (standby) server.
+            let state = d.code()?;
+            (state.starts_with("08")
+                || state.starts_with("53")
+                || matches!(&*state, "57P01" | "57P02" | "57P03" | "25006"))
+            .then(|| format!("{} (SQLSTATE {state})", d.message()))
+        }
+        _ => None,
+    }
+}
+
 impl Db {
     /// Connects and checks the connection. Every error is one line naming `DATABASE_URL`, the
     /// database as the user wrote it (password hidden) and the cause; an unreachable PostgreSQL
     /// is reported within a few seconds.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// `connect`, waiting at most `acquire_timeout` for a PostgreSQL connection per request.
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -114,7 +170,7 @@ impl Db {
                 }
                 AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await
             }
@@ -186,20 +242,62 @@ impl Db {
         }
     }
 
-    /// A `LISTEN` connection for license changes (PostgreSQL only).
+    /// A `LISTEN` connection for license changes (PostgreSQL only), named
+    /// `ecosire-listen/<pid>` in `pg_stat_activity`. It does not reconnect by itself: after
+    /// `try_recv` answers `Ok(None)` (connection lost) the caller drops it and connects anew, so it
+    /// always knows that notifications may have been missed.
     pub async fn listen_license_changes(
         &self,
-    ) -> anyhow::Result<Option<sqlx::postgres::PgListener>> {
+    ) -> Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?.application_name(
+            &format!("{LISTEN_APPLICATION_NAME}/{}", std::process::id()),
+        );
+        // A pool of one, as `PgListener::connect` makes, but failing within seconds while the
+        // database is down instead of retrying for half a minute.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(options);
+        let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        l.ignore_pool_close_event(true);
+        l.eager_reconnect(false);
         l.listen(LICENSE_CHANNEL).await?;
         Ok(Some(l))
     }
 
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        self.check().await.is_ok()
+    }
+
+    /// Readiness: `Ok` when a query runs within a few seconds, else the cause. The pool reports a
+    /// refused connection only as a timeout, so then one direct connection attempt names it.
+    pub async fn check(&self) -> Result<(), String> {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        let err = match tokio::time::timeout(CONNECT_TIMEOUT, ping).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => sqlx::Error::PoolTimedOut,
+        };
+        if matches!(err, sqlx::Error::PoolTimedOut) && self.backend == Backend::Postgres {
+            let options = AnyConnectOptions::from_str(&self.url).map_err(|e| error_cause(&e))?;
+            return match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+                Err(_) => Err(format!(
+                    "PostgreSQL does not answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+                Ok(Err(e)) => Err(error_cause(&e)),
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                    Err("no connection available in the pool (the database answers again)".into())
+                }
+            };
+        }
+        Err(unavailable_cause(&err).unwrap_or_else(|| error_cause(&err)))
     }
 }
 

@@ -240,7 +240,7 @@ impl LicenseCache {
             .cache
             .try_get_with(*digest, self.load(db, digest))
             .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("loading license snapshot: {e}")))?;
+            .map_err(|e| Error::shared_db("loading license snapshot", &e))?;
         if self.fresh(digest, &c) {
             return Ok(c.snap);
         }
