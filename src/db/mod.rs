@@ -77,9 +77,9 @@ pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
         sqlx::Error::WorkerCrashed => Some("the SQLite worker thread stopped".into()),
         sqlx::Error::Protocol(p) => Some(format!("protocol: {p}")),
         sqlx::Error::Database(d) => {
-            if let Some(sqlite) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // Primary result codes (the low byte of the extended code).
-                let code = sqlite
+                let code = d
                     .code()
                     .and_then(|c| c.parse::<i32>().ok())
                     .unwrap_or(0);
@@ -91,7 +91,11 @@ pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
                     14 => "cannot open the database file",
                     _ => return None,
                 };
-                return Some(format!("{what} ({})", d.message()));
+                return Some(if d.message() == what {
+                    what.to_string()
+                } else {
+                    format!("{what} ({})", d.message())
+                });
             }
             // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources
             // (disk full, out of memory, too many connections), 57P01-57P03 shutdown / not
