@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -64,6 +65,10 @@ pub fn error_cause(e: &sqlx::Error) -> String {
     }
 }
 
+/// When SQLite last reported a fault of its file (read-only, I/O error, full, cannot open), in
+/// unix ms: pooled connections opened before it are not reused (see `Db::connect_with`).
+static SQLITE_FAULT_AT_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+
 /// When `e` means the database cannot serve at all right now (not a bug in a query): the
 /// connection is refused or lost, the pool found none in time, the server is shutting down, the
 /// disk is full, the file is read-only or failing. Answers the cause for the log. Such errors
@@ -83,6 +88,9 @@ pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
                     .code()
                     .and_then(|c| c.parse::<i32>().ok())
                     .unwrap_or(0);
+                if matches!(code & 0xff, 8 | 10 | 13 | 14) {
+                    SQLITE_FAULT_AT_MS.fetch_max(crate::timestamp::now_ms(), Ordering::Relaxed);
+                }
                 let what = match code & 0xff {
                     5 | 6 => "the database is locked",
                     8 => "the database is read-only",
@@ -152,6 +160,20 @@ impl Db {
                             .execute(conn)
                             .await?;
                             Ok(())
+                        })
+                    })
+                    // When a COMMIT fails on a full disk or a read-only file, SQLite rolls the
+                    // transaction back by itself and sqlx's rollback on drop then fails, so the
+                    // connection would believe forever that it is inside a transaction (and
+                    // refuse every `BEGIN`): such a connection is closed instead of reused. So is
+                    // one opened before SQLite last reported a fault of the file: one opened
+                    // while the file could not be written stays read-only for good.
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            let opened_ms = crate::timestamp::now_ms()
+                                - i64::try_from(meta.age.as_millis()).unwrap_or(i64::MAX);
+                            Ok(!conn.is_in_transaction()
+                                && opened_ms > SQLITE_FAULT_AT_MS.load(Ordering::Relaxed))
                         })
                     })
                     .connect_with(options)
@@ -278,11 +300,17 @@ impl Db {
         self.check().await.is_ok()
     }
 
-    /// Readiness: `Ok` when a query runs within a few seconds, else the cause. The pool reports a
-    /// refused connection only as a timeout, so then one direct connection attempt names it.
+    /// Readiness: `Ok` when the database answers, else the cause. On PostgreSQL the pool gets
+    /// one second (while the database is down it only retries refused connections, and then
+    /// reports a bare timeout), then one direct connection attempt decides and names the cause;
+    /// a busy pool in front of a database that answers is ready.
     pub async fn check(&self) -> Result<(), String> {
+        let wait = match self.backend {
+            Backend::Postgres => Duration::from_secs(1),
+            Backend::Sqlite => CONNECT_TIMEOUT,
+        };
         let ping = sqlx::query("SELECT 1").execute(&self.pool);
-        let err = match tokio::time::timeout(CONNECT_TIMEOUT, ping).await {
+        let err = match tokio::time::timeout(wait, ping).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => e,
             Err(_) => sqlx::Error::PoolTimedOut,
@@ -297,7 +325,7 @@ impl Db {
                 Ok(Err(e)) => Err(error_cause(&e)),
                 Ok(Ok(probe)) => {
                     let _ = probe.close().await;
-                    Err("no connection available in the pool (the database answers again)".into())
+                    Ok(())
                 }
             };
         }
