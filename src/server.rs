@@ -236,8 +236,9 @@ pub fn spawn_background(
 
 /// Keeps this instance's license cache in step with writes made by other instances (PostgreSQL
 /// `LISTEN`). Whenever the connection is lost, notifications may have been missed: the whole
-/// local cache is dropped at once, again after every failed reconnection attempt (so nothing
-/// cached while deaf lives longer than about a second), and once more when listening again.
+/// local cache is dropped at once, again after every failed reconnection attempt (one a second,
+/// each waiting at most 3 s for the database, so nothing cached while deaf lives longer than a
+/// few seconds), and once more when listening again.
 async fn listen_for_license_changes(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut was_listening = false;
     loop {

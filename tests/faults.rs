@@ -43,6 +43,28 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// The first log line from index `from` on that contains every one of `words`, waiting a little
+/// for it (the log is read from the process's stderr on another thread).
+async fn log_line(s: &Server, from: usize, words: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.log_lines();
+        if let Some(l) = log
+            .iter()
+            .skip(from)
+            .find(|l| words.iter().all(|w| l.contains(w)))
+        {
+            return l.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {words:?}:\n{}",
+            log.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn product(s: &Server, http: &reqwest::Client, token: &str, max: i64) -> String {
     let name = format!("Product {}", uuid::Uuid::now_v7().simple());
     let (st, p) = s
@@ -620,11 +642,7 @@ async fn postgres_restart_under_load_fails_fast_and_recovers_by_itself() {
         .iter()
         .filter(|x| x.started >= stopped && x.started + x.took <= restarting && x.status < 300)
         .collect();
-    let log = s.log_lines().join("\n");
-    assert!(
-        log.contains("database unavailable"),
-        "no log line says the database is unavailable:\n{log}"
-    );
+    log_line(&s, 0, &["database unavailable", "answering 503"]).await;
     println!(
         "PostgreSQL stopped (pg_ctl stop -m fast took {:.0} ms): /api/ready 503 after {:.0} ms (cause: {cause}); \
          {} requests failed with 503 DATABASE_UNAVAILABLE during the outage in {:.0}–{:.0} ms (median {:.0} ms), {} answered from the cache",
@@ -783,12 +801,7 @@ async fn sqlite_on_a_full_disk_answers_503_and_is_never_corrupt() {
         .post(&http, "/api/licenses/validate", None, &json!({"key": key}))
         .await;
     assert_eq!((st, v["code"].as_str()), (200, Some("VALID")), "{v}");
-    let log = s.log_lines();
-    let line = log
-        .iter()
-        .find(|l| l.contains("database unavailable") && l.contains("answering 503"))
-        .unwrap_or_else(|| panic!("no log line:\n{}", log.join("\n")));
-    assert!(line.contains("disk is full"), "{line}");
+    let line = log_line(&s, 0, &["database unavailable", "disk is full", "answering 503"]).await;
     println!(
         "full disk: {first_503} activations fitted after filling the disk, then 503; log: {line}"
     );
@@ -869,12 +882,7 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
         .post(&http, "/api/licenses/validate", None, &json!({"key": key}))
         .await;
     assert_eq!((st, v["code"].as_str()), (200, Some("VALID")), "{v}");
-    let log = s.log_lines();
-    let live_line = log
-        .iter()
-        .find(|l| l.contains("database unavailable") && l.contains("answering 503"))
-        .unwrap_or_else(|| panic!("no log line:\n{}", log.join("\n")))
-        .clone();
+    let live_line = log_line(&s, 0, &["database unavailable", "answering 503"]).await;
 
     // Writable again: the same process writes again.
     drop(guard);
@@ -891,6 +899,7 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
     s.kill9();
     let guard = Immutable(files.clone());
     assert!(chattr("+i", &files));
+    let logged = s.log_lines().len();
     s.restart().await;
     let (st, v) = s
         .post(&http, "/api/licenses/validate", None, &json!({"key": key}))
@@ -899,14 +908,7 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
     let (st, body) = activate(&s, &http, &key, "ro-after-restart").await;
     assert_eq!(st, 503, "{body}");
     expect_unavailable(&body);
-    let log = s.log_lines();
-    let restart_line = log
-        .iter()
-        .rev()
-        .find(|l| l.contains("answering 503"))
-        .unwrap()
-        .clone();
-    assert!(restart_line.contains("read-only"), "{restart_line}");
+    let restart_line = log_line(&s, logged, &["database is read-only", "answering 503"]).await;
     println!("read-only file under a running server: {live_line}");
     println!("server started on a read-only file: {restart_line}");
 
