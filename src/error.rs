@@ -196,9 +196,7 @@ impl Error {
             Error::PayloadTooLarge => "Request body is too large".into(),
             Error::MethodNotAllowed => "Method not allowed for this route".into(),
             Error::Db(_) | Error::Internal(_) => "Internal server error".into(),
-            Error::DbUnavailable { .. } => {
-                "The database is unavailable; try again shortly".into()
-            }
+            Error::DbUnavailable { .. } => "The database is unavailable; try again shortly".into(),
             other => other.to_string(),
         }
     }
@@ -333,7 +331,11 @@ fn log_unavailable(cause: &str) {
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
     let now = crate::timestamp::now_ms();
     let last = LAST_MS.load(Relaxed);
-    if now - last >= 1000 && LAST_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+    if now - last >= 1000
+        && LAST_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
         let failed = SUPPRESSED.swap(0, Relaxed) + 1;
         tracing::error!(
             cause,

@@ -429,11 +429,12 @@ async fn sixty_parallel_activations_over_two_instances_take_exactly_three_seats(
             }
         }
         assert_eq!((created, refused), (3, N - 3), "round {round}");
-        let in_db: i64 = sqlx::query_scalar("SELECT count(*) FROM activations WHERE license_id = $1")
-            .bind(&id)
-            .fetch_one(&mut pg)
-            .await
-            .unwrap();
+        let in_db: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM activations WHERE license_id = $1")
+                .bind(&id)
+                .fetch_one(&mut pg)
+                .await
+                .unwrap();
         assert_eq!(in_db, 3, "round {round}");
         let (st, listed) = b
             .get(&http, &format!("/api/licenses/{id}/activations"), &token)
@@ -515,16 +516,30 @@ async fn two_dispatchers_deliver_each_event_exactly_once() {
             license(&b, &http, &token, &product)
         );
         let (s1, r1) = a
-            .post(&http, &format!("/api/licenses/{}/suspend", x.0), Some(&token), &json!({}))
+            .post(
+                &http,
+                &format!("/api/licenses/{}/suspend", x.0),
+                Some(&token),
+                &json!({}),
+            )
             .await;
         let (s2, r2) = b
-            .post(&http, &format!("/api/licenses/{}/reinstate", x.0), Some(&token), &json!({}))
+            .post(
+                &http,
+                &format!("/api/licenses/{}/reinstate", x.0),
+                Some(&token),
+                &json!({}),
+            )
             .await;
         assert_eq!((s1, s2), (200, 200), "{r1} {r2}");
         events += 4;
         if events >= 50
-            && a.metric(&http, "ecosire_webhook_attempts_total", success).await > 0.0
-            && b.metric(&http, "ecosire_webhook_attempts_total", success).await > 0.0
+            && a.metric(&http, "ecosire_webhook_attempts_total", success)
+                .await
+                > 0.0
+            && b.metric(&http, "ecosire_webhook_attempts_total", success)
+                .await
+                > 0.0
         {
             break;
         }
@@ -562,14 +577,20 @@ async fn two_dispatchers_deliver_each_event_exactly_once() {
     let (by_event, by_delivery) = seen.lock().unwrap().clone();
     let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
     for id in &expected {
-        *counts.entry(by_event.get(id).copied().unwrap_or(0)).or_default() += 1;
+        *counts
+            .entry(by_event.get(id).copied().unwrap_or(0))
+            .or_default() += 1;
     }
     assert_eq!(
         counts,
         BTreeMap::from([(1, expected.len())]),
         "events by number of times received (0 = lost, 2+ = sent twice)"
     );
-    assert_eq!(by_event.len(), expected.len(), "received events not recorded");
+    assert_eq!(
+        by_event.len(),
+        expected.len(),
+        "received events not recorded"
+    );
     assert!(by_delivery.values().all(|n| *n == 1), "{by_delivery:?}");
     let attempts: Vec<i64> =
         sqlx::query_scalar("SELECT attempt_count FROM deliveries WHERE endpoint_id = $1")

@@ -84,10 +84,7 @@ pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
         sqlx::Error::Database(d) => {
             if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // Primary result codes (the low byte of the extended code).
-                let code = d
-                    .code()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .unwrap_or(0);
+                let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
                 if matches!(code & 0xff, 8 | 10 | 13 | 14) {
                     SQLITE_FAULT_AT_MS.fetch_max(crate::timestamp::now_ms(), Ordering::Relaxed);
                 }
@@ -278,9 +275,8 @@ impl Db {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?.application_name(
-            &format!("{LISTEN_APPLICATION_NAME}/{}", std::process::id()),
-        );
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?
+            .application_name(&format!("{LISTEN_APPLICATION_NAME}/{}", std::process::id()));
         // A pool of one, as `PgListener::connect` makes, but failing within seconds while the
         // database is down instead of retrying for half a minute.
         let pool = sqlx::postgres::PgPoolOptions::new()

@@ -155,7 +155,10 @@ impl Server {
         let res = req.send().await?;
         let status = res.status().as_u16();
         let bytes = res.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// `try_call` that panics on a transport error.
