@@ -23,6 +23,9 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `DATABASE_URL`: `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
+    /// `ECOSIRE_DB_ACQUIRE_TIMEOUT_S`: how long a request waits for a PostgreSQL connection
+    /// before 503 `DATABASE_UNAVAILABLE`.
+    pub db_acquire_timeout: Duration,
     /// `ECOSIRE_KEYS_DIR`: the signing keys and the data key.
     pub keys_dir: PathBuf,
     /// `ECOSIRE_ADMIN_EMAIL`, normalised: the admin created at start (with `admin_password`).
@@ -51,6 +54,9 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `ECOSIRE_WEBHOOK_BACKOFF_BASE_S`: the first webhook retry delay, in seconds.
     pub webhook_backoff_base_s: u64,
+    /// `ECOSIRE_WEBHOOK_LEASE_S`: how long a claimed delivery stays reserved for the dispatcher
+    /// that claimed it (after a crash, how long until another instance sends it).
+    pub webhook_lease: Duration,
     /// `ECOSIRE_API_KEY_GRACE_S`: how long a rotated API key keeps working, in seconds.
     pub api_key_grace_s: u64,
     /// `ECOSIRE_HEADER_TIMEOUT_S`: time to receive a request's headers.
@@ -95,6 +101,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("keys_dir", &self.keys_dir)
             .field("admin_email", &self.admin_email)
             .field("admin_password", &redact(&self.admin_password))
@@ -112,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("webhook_allow_private", &self.webhook_allow_private)
             .field("webhook_backoff_base_s", &self.webhook_backoff_base_s)
+            .field("webhook_lease", &self.webhook_lease)
             .field("api_key_grace_s", &self.api_key_grace_s)
             .field("header_timeout", &self.header_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -184,6 +192,7 @@ impl Default for Config {
         Config {
             bind: "127.0.0.1:8080".parse().expect("static"),
             database_url: "sqlite://data/ecosire.db".into(),
+            db_acquire_timeout: crate::db::DEFAULT_ACQUIRE_TIMEOUT,
             keys_dir: "keys".into(),
             admin_email: None,
             admin_password: None,
@@ -198,6 +207,7 @@ impl Default for Config {
             rate_limits: true,
             webhook_allow_private: false,
             webhook_backoff_base_s: 10,
+            webhook_lease: Duration::from_secs(60),
             api_key_grace_s: 86_400,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -288,6 +298,12 @@ pub fn variables() -> Vec<Variable> {
             value("sqlite://data/ecosire.db"),
             "postgres://ecosire:secret@db:5432/ecosire",
             "sqlite://PATH (a file, created when missing) or postgres://…",
+        ),
+        var(
+            "ECOSIRE_DB_ACQUIRE_TIMEOUT_S",
+            value("3"),
+            "10",
+            "seconds a request waits for a PostgreSQL connection before 503 DATABASE_UNAVAILABLE",
         ),
         var(
             "ECOSIRE_KEYS_DIR",
@@ -400,6 +416,12 @@ pub fn variables() -> Vec<Variable> {
             value("10"),
             "30",
             "seconds before the first webhook retry; each next delay doubles, with jitter",
+        ),
+        var(
+            "ECOSIRE_WEBHOOK_LEASE_S",
+            value("60"),
+            "30",
+            "seconds a claimed delivery stays reserved to its instance; after a crash it is sent again once this passes (at least 15)",
         ),
         var(
             "ECOSIRE_API_KEY_GRACE_S",
@@ -645,6 +667,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             c.bind = bind;
         }
         c.database_url = self.database_url()?;
+        c.db_acquire_timeout = self
+            .seconds("ECOSIRE_DB_ACQUIRE_TIMEOUT_S", 1)?
+            .unwrap_or(c.db_acquire_timeout);
         c.keys_dir = self.keys_dir();
         c.admin_email = self.parse("ECOSIRE_ADMIN_EMAIL", |v| {
             crate::http::checks::normalize_email(v)
@@ -743,6 +768,11 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         c.webhook_backoff_base_s = self
             .number("ECOSIRE_WEBHOOK_BACKOFF_BASE_S", 0)?
             .unwrap_or(c.webhook_backoff_base_s);
+        // A lease shorter than a delivery attempt (10 s timeout, DNS, recording) could let a
+        // second instance send a delivery that is still being sent.
+        c.webhook_lease = self
+            .seconds("ECOSIRE_WEBHOOK_LEASE_S", 15)?
+            .unwrap_or(c.webhook_lease);
         c.api_key_grace_s = self
             .number("ECOSIRE_API_KEY_GRACE_S", 0)?
             .unwrap_or(c.api_key_grace_s);

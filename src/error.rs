@@ -2,6 +2,9 @@
 //!
 //! Opaque variants (`Db`, `Internal`) are logged with their cause chain and answered with a bare
 //! 500 that carries only the request id: no SQL, no file path, no stack ever leaves the process.
+//! A database that cannot serve at all (connection refused or lost, disk full, read-only file:
+//! `db::unavailable_cause`) is `DbUnavailable` instead: 503 `DATABASE_UNAVAILABLE` with
+//! `Retry-After`, the cause in the log only.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,9 +67,34 @@ pub enum Error {
         message: String,
     },
     #[error("database error")]
-    Db(#[from] sqlx::Error),
+    Db(#[source] sqlx::Error),
+    /// 503 `DATABASE_UNAVAILABLE`; `cause` goes to the log, never to the client.
+    #[error("database unavailable: {cause}")]
+    DbUnavailable { cause: String },
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match crate::db::unavailable_cause(&e) {
+            Some(cause) => Error::DbUnavailable { cause },
+            None => Error::Db(e),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        let unavailable = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<sqlx::Error>())
+            .and_then(crate::db::unavailable_cause);
+        match unavailable {
+            Some(cause) => Error::DbUnavailable { cause },
+            None => Error::Internal(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -107,6 +135,15 @@ impl Error {
             message: message.into(),
         }
     }
+    /// A database error shared by several waiters (a coalesced cache load): 503 when the database
+    /// is unavailable, else a 500 naming `context` in the log.
+    pub fn shared_db(context: &str, e: &sqlx::Error) -> Self {
+        match crate::db::unavailable_cause(e) {
+            Some(cause) => Error::DbUnavailable { cause },
+            None => Error::Internal(anyhow::anyhow!("{context}: {e}")),
+        }
+    }
+
     /// The generic 404 for an object the caller may not see or that does not exist.
     pub fn no_such(what: &str) -> Self {
         Error::not_found("NOT_FOUND", format!("{what} not found"))
@@ -123,7 +160,9 @@ impl Error {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::DbUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Status { status, .. } => *status,
             Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Db(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +183,7 @@ impl Error {
             Error::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Error::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Error::DbUnavailable { .. } => "DATABASE_UNAVAILABLE",
             Error::Db(_) | Error::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -156,6 +196,7 @@ impl Error {
             Error::PayloadTooLarge => "Request body is too large".into(),
             Error::MethodNotAllowed => "Method not allowed for this route".into(),
             Error::Db(_) | Error::Internal(_) => "Internal server error".into(),
+            Error::DbUnavailable { .. } => "The database is unavailable; try again shortly".into(),
             other => other.to_string(),
         }
     }
@@ -187,6 +228,10 @@ pub struct Problem {
     pub details: Option<Vec<FieldError>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Why the instance is not ready (`GET /api/ready` only), e.g. "connection refused".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "connection refused")]
+    pub cause: Option<String>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -197,6 +242,17 @@ pub fn problem(
     code: &str,
     message: String,
     details: Option<Vec<FieldError>>,
+) -> Response {
+    problem_with_cause(status, code, message, details, None)
+}
+
+/// `problem` with a `cause` member (readiness).
+pub fn problem_with_cause(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    details: Option<Vec<FieldError>>,
+    cause: Option<String>,
 ) -> Response {
     let title = status.canonical_reason().unwrap_or("Error").to_string();
     let body = Problem {
@@ -213,6 +269,7 @@ pub fn problem(
         message,
         details,
         request_id: request_id::current(),
+        cause,
     };
     let mut res = (status, axum::Json(body)).into_response();
     res.headers_mut()
@@ -225,6 +282,7 @@ impl IntoResponse for Error {
         match &self {
             Error::Db(e) => tracing::error!(error = %e, debug = ?e, "database error"),
             Error::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            Error::DbUnavailable { cause } => log_unavailable(cause),
             _ => {}
         }
         if let Error::TooMany {
@@ -245,7 +303,7 @@ impl IntoResponse for Error {
             Error::Unavailable {
                 code: "BUSY" | "DATABASE_UNAVAILABLE",
                 ..
-            }
+            } | Error::DbUnavailable { .. }
         );
         let details = match self {
             Error::Validation(d) => Some(d),
@@ -262,6 +320,30 @@ impl IntoResponse for Error {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
+    }
+}
+
+/// Logs "database unavailable: <cause>" at most once a second (an outage fails every request;
+/// the log should say so, not drown), with the number of requests failed since the last line.
+fn log_unavailable(cause: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = crate::timestamp::now_ms();
+    let last = LAST_MS.load(Relaxed);
+    if now - last >= 1000
+        && LAST_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let failed = SUPPRESSED.swap(0, Relaxed) + 1;
+        tracing::error!(
+            cause,
+            failed_requests = failed,
+            "database unavailable: {cause}; answering 503 DATABASE_UNAVAILABLE"
+        );
+    } else {
+        SUPPRESSED.fetch_add(1, Relaxed);
     }
 }
 

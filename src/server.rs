@@ -97,7 +97,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Connects the database, runs migrations, loads (or creates) the keys: everything `serve` needs.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let db = Db::connect(&config.database_url).await?;
+    let db = Db::connect_with(&config.database_url, config.db_acquire_timeout).await?;
     db.migrate().await?;
     // Asks the database first: keys are generated only while nothing in it needs them.
     let (keys, generated) = Keyring::load_for(&config.keys_dir, &db).await?;
@@ -267,45 +267,65 @@ pub fn spawn_background(
         // Cross-instance cache invalidation; `listen_license_changes` answers `None` where there
         // is nothing to listen to (SQLite: one process owns the file), and the task ends.
         let state = state.clone();
-        let mut stop = stop;
-        tasks.push(tokio::spawn(async move {
-        loop {
-            let mut listener = match state.db.listen_license_changes().await {
-                Ok(Some(l)) => l,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            };
-            // Anything may have changed while we were not listening.
-            state.licenses.invalidate_all_local();
-            loop {
+        tasks.push(tokio::spawn(listen_for_license_changes(state, stop)));
+    }
+    tasks
+}
+
+/// Keeps this instance's license cache in step with writes made by other instances (PostgreSQL
+/// `LISTEN`). Whenever the connection is lost, notifications may have been missed: the whole
+/// local cache is dropped at once, again after every failed reconnection attempt (one a second,
+/// each waiting at most 3 s for the database, so nothing cached while deaf lives longer than a
+/// few seconds), and once more when listening again.
+async fn listen_for_license_changes(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut was_listening = false;
+    loop {
+        let mut listener = match state.db.listen_license_changes().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                state.licenses.invalidate_all_local();
+                tracing::warn!(
+                    cause = %crate::db::error_cause(&e),
+                    "cannot LISTEN for license changes; dropping the license cache every second until it can"
+                );
                 tokio::select! {
-                    n = listener.recv() => match n {
-                        Ok(n) => {
-                            let payload = n.payload();
-                            if payload == "*" {
-                                state.licenses.invalidate_all_local();
-                            } else if let Some(d) = hex::decode(payload).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-                                state.licenses.invalidate_local(&d).await;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                            break;
-                        }
-                    },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = stop.changed() => return,
                 }
             }
+        };
+        // Anything may have changed while we were not listening.
+        state.licenses.invalidate_all_local();
+        if was_listening {
+            tracing::info!("listening for license changes again; dropped the license cache");
         }
-    }));
+        was_listening = true;
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) => {
+                        let payload = n.payload();
+                        if payload == "*" {
+                            state.licenses.invalidate_all_local();
+                        } else if let Some(d) = hex::decode(payload).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                            state.licenses.invalidate_local(&d).await;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        state.licenses.invalidate_all_local();
+                        let cause = match n {
+                            Err(e) => crate::db::error_cause(&e),
+                            _ => "the connection closed".into(),
+                        };
+                        tracing::warn!(%cause, "LISTEN connection lost; dropped the license cache, reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
     }
-    tasks
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -47,6 +48,15 @@ pub const LICENSE_CHANNEL: &str = "ecosire_license_changed";
 /// How long the start waits for PostgreSQL to answer before giving up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The default of `ECOSIRE_DB_ACQUIRE_TIMEOUT_S`: how long a request waits for a PostgreSQL
+/// connection. While the database is down the pool keeps retrying refused connections for this
+/// long, so it is also how long a request takes to fail with 503 `DATABASE_UNAVAILABLE`.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `application_name` prefix of the `LISTEN` connection (`ecosire-listen/<pid>`), so an
+/// operator can find each instance's listener in `pg_stat_activity`.
+pub const LISTEN_APPLICATION_NAME: &str = "ecosire-listen";
+
 /// A database error as the cause of a one-line message: the server's own message once (sqlx's
 /// `Display` repeats it through `source()` and PostgreSQL's adds a source-code line), an I/O
 /// error as "connection refused".
@@ -60,11 +70,66 @@ pub fn error_cause(e: &sqlx::Error) -> String {
     }
 }
 
+/// When SQLite last reported a fault of its file (read-only, I/O error, full, cannot open), in
+/// unix ms: pooled connections opened before it are not reused (see `Db::connect_with`).
+static SQLITE_FAULT_AT_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// When `e` means the database cannot serve at all right now (not a bug in a query): the
+/// connection is refused or lost, the pool found none in time, the server is shutting down, the
+/// disk is full, the file is read-only or failing. Answers the cause for the log. Such errors
+/// become 503 `DATABASE_UNAVAILABLE`; every other database error stays a 500.
+pub fn unavailable_cause(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Io(io) => Some(crate::fsutil::io_cause(io)),
+        sqlx::Error::Tls(t) => Some(format!("TLS: {t}")),
+        sqlx::Error::PoolTimedOut => Some("no database connection available in time".into()),
+        sqlx::Error::PoolClosed => Some("the connection pool is closed".into()),
+        sqlx::Error::WorkerCrashed => Some("the SQLite worker thread stopped".into()),
+        sqlx::Error::Protocol(p) => Some(format!("protocol: {p}")),
+        sqlx::Error::Database(d) => {
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Primary result codes (the low byte of the extended code).
+                let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                if matches!(code & 0xff, 8 | 10 | 13 | 14) {
+                    SQLITE_FAULT_AT_MS.fetch_max(crate::timestamp::now_ms(), Ordering::Relaxed);
+                }
+                let what = match code & 0xff {
+                    5 | 6 => "the database is locked",
+                    8 => "the database is read-only",
+                    10 => "disk I/O error",
+                    13 => "the disk is full",
+                    14 => "cannot open the database file",
+                    _ => return None,
+                };
+                return Some(if d.message() == what {
+                    what.to_string()
+                } else {
+                    format!("{what} ({})", d.message())
+                });
+            }
+            // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources
+            // (disk full, out of memory, too many connections), 57P01-57P03 shutdown / not
+            // accepting connections, 25006 a read-only (standby) server.
+            let state = d.code()?;
+            (state.starts_with("08")
+                || state.starts_with("53")
+                || matches!(&*state, "57P01" | "57P02" | "57P03" | "25006"))
+            .then(|| format!("{} (SQLSTATE {state})", d.message()))
+        }
+        _ => None,
+    }
+}
+
 impl Db {
     /// Connects and checks the connection. Every error is one line naming `DATABASE_URL`, the
     /// database as the user wrote it (password hidden) and the cause; an unreachable PostgreSQL
     /// is reported within a few seconds.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// `connect`, waiting at most `acquire_timeout` for a PostgreSQL connection per request.
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -98,6 +163,20 @@ impl Db {
                         Ok(())
                     })
                 })
+                // When a COMMIT fails on a full disk or a read-only file, SQLite rolls the
+                // transaction back by itself and sqlx's rollback on drop then fails, so the
+                // connection would believe forever that it is inside a transaction (and
+                // refuse every `BEGIN`): such a connection is closed instead of reused. So is
+                // one opened before SQLite last reported a fault of the file: one opened
+                // while the file could not be written stays read-only for good.
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        let opened_ms = crate::timestamp::now_ms()
+                            - i64::try_from(meta.age.as_millis()).unwrap_or(i64::MAX);
+                        Ok(!conn.is_in_transaction()
+                            && opened_ms > SQLITE_FAULT_AT_MS.load(Ordering::Relaxed))
+                    })
+                })
                 .connect_with(options.clone())
         };
         let (pool, writer) = match backend {
@@ -123,7 +202,7 @@ impl Db {
                 }
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await
                     .map_err(|e| fail(error_cause(&e)))?;
@@ -197,20 +276,67 @@ impl Db {
         }
     }
 
-    /// A `LISTEN` connection for license changes (PostgreSQL only).
+    /// A `LISTEN` connection for license changes (PostgreSQL only), named
+    /// `ecosire-listen/<pid>` in `pg_stat_activity`. It does not reconnect by itself: after
+    /// `try_recv` answers `Ok(None)` (connection lost) the caller drops it and connects anew, so it
+    /// always knows that notifications may have been missed.
     pub async fn listen_license_changes(
         &self,
-    ) -> anyhow::Result<Option<sqlx::postgres::PgListener>> {
+    ) -> Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?
+            .application_name(&format!("{LISTEN_APPLICATION_NAME}/{}", std::process::id()));
+        // A pool of one, as `PgListener::connect` makes, but failing within seconds while the
+        // database is down instead of retrying for half a minute.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(options);
+        let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        l.ignore_pool_close_event(true);
+        l.eager_reconnect(false);
         l.listen(LICENSE_CHANNEL).await?;
         Ok(Some(l))
     }
 
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        self.check().await.is_ok()
+    }
+
+    /// Readiness: `Ok` when the database answers, else the cause. On PostgreSQL the pool gets
+    /// one second (while the database is down it only retries refused connections, and then
+    /// reports a bare timeout), then one direct connection attempt decides and names the cause;
+    /// a busy pool in front of a database that answers is ready.
+    pub async fn check(&self) -> Result<(), String> {
+        let wait = match self.backend {
+            Backend::Postgres => Duration::from_secs(1),
+            Backend::Sqlite => CONNECT_TIMEOUT,
+        };
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        let err = match tokio::time::timeout(wait, ping).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => sqlx::Error::PoolTimedOut,
+        };
+        if matches!(err, sqlx::Error::PoolTimedOut) && self.backend == Backend::Postgres {
+            let options = AnyConnectOptions::from_str(&self.url).map_err(|e| error_cause(&e))?;
+            return match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+                Err(_) => Err(format!(
+                    "PostgreSQL does not answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+                Ok(Err(e)) => Err(error_cause(&e)),
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                    Ok(())
+                }
+            };
+        }
+        Err(unavailable_cause(&err).unwrap_or_else(|| error_cause(&err)))
     }
 }
 

@@ -20,8 +20,6 @@ use crate::timestamp::now_ms;
 /// Attempts before a delivery is given up: with a 10 s base doubling each time, the last one
 /// comes about 23 hours after the first.
 pub const MAX_ATTEMPTS: i64 = 14;
-/// How long a claimed delivery stays reserved for the dispatcher that claimed it.
-const LEASE_MS: i64 = 60_000;
 const BATCH: i64 = 32;
 
 /// Is `ip` on the public internet (not loopback, private, link-local, metadata, …)?
@@ -161,7 +159,7 @@ pub async fn run_once(state: &AppState) -> Result<usize> {
          RETURNING id, event_id, endpoint_id, attempt_count"
     );
     let claimed: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(now + LEASE_MS)
+        .bind(now + state.config.webhook_lease.as_millis() as i64)
         .bind(now)
         .fetch_all(&state.db.pool)
         .await?;

@@ -1,13 +1,13 @@
 //! Liveness and readiness.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::limits::Public;
-use crate::error::{Error, Result};
 use crate::http::extract::Json;
 use crate::state::AppState;
 
@@ -49,30 +49,36 @@ pub struct ReadinessDetails {
     pub rate_limits: String,
 }
 
-/// Readiness: the database answers (and how rate limits are enforced).
+/// Readiness: the database answers (within a few seconds), and how rate limits are enforced.
+/// Not ready: 503 `DATABASE_UNAVAILABLE` with the cause in `cause`, e.g. "connection refused".
 #[utoipa::path(get, path = "/api/ready", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, description = "DATABASE_UNAVAILABLE", body = crate::error::Problem)))]
-pub async fn ready(
-    _rate: Public,
-    State(state): State<AppState>,
-) -> Result<(StatusCode, Json<Readiness>)> {
-    if state.db.ping().await {
-        let details = ReadinessDetails {
-            database: "ok",
-            rate_limits: state.limits.mode(),
-        };
-        Ok((
+    responses((status = 200, body = Readiness), (status = 503, description = "DATABASE_UNAVAILABLE, with `cause`", body = crate::error::Problem)))]
+pub async fn ready(_rate: Public, State(state): State<AppState>) -> Response {
+    match state.db.check().await {
+        Ok(()) => (
             StatusCode::OK,
             Json(Readiness {
                 status: "ready",
-                details,
+                details: ReadinessDetails {
+                    database: "ok",
+                    rate_limits: state.limits.mode(),
+                },
             }),
-        ))
-    } else {
-        Err(Error::Unavailable {
-            code: "DATABASE_UNAVAILABLE",
-            message: "The database does not answer".into(),
-        })
+        )
+            .into_response(),
+        Err(cause) => {
+            tracing::warn!(cause, "not ready: the database does not answer: {cause}");
+            let mut res = crate::error::problem_with_cause(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "The database does not answer".into(),
+                None,
+                Some(cause),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
     }
 }
 

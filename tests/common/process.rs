@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub const ADMIN: (&str, &str) = ("admin@proc.local", "proc-admin-password");
 
@@ -26,6 +26,16 @@ impl Deployment {
         let database_url = super::fresh_database_url(dir.path()).await;
         Deployment {
             database_url,
+            keys_dir: dir.path().join("keys"),
+            dir: Arc::new(dir),
+        }
+    }
+
+    /// A deployment on a database of the caller's choosing (a SQLite file on a small disk, a
+    /// private PostgreSQL), with its keys in `dir`.
+    pub fn on(database_url: &str, dir: tempfile::TempDir) -> Deployment {
+        Deployment {
+            database_url: database_url.to_string(),
             keys_dir: dir.path().join("keys"),
             dir: Arc::new(dir),
         }
@@ -123,6 +133,82 @@ impl Server {
             .as_str()
             .unwrap_or_else(|| panic!("login: {r}"))
             .to_string()
+    }
+
+    /// One JSON request (with a bearer `token` if given): the status and the JSON body (`Null`
+    /// when there is none). A transport error (the server is gone) is an `Err`.
+    pub async fn try_call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut req = http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// `try_call` that panics on a transport error.
+    pub async fn call(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.try_call(http, method.clone(), path, token, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        self.call(http, reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn get(&self, http: &reqwest::Client, path: &str, token: &str) -> (u16, Value) {
+        self.call(http, reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// The sum of the samples of metric `name` in `GET /metrics` whose labels contain `labels`
+    /// (e.g. `outcome="success"`; "" for all).
+    pub async fn metric(&self, http: &reqwest::Client, name: &str, labels: &str) -> f64 {
+        let text = http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The log lines written so far.
