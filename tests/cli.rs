@@ -599,12 +599,16 @@ async fn licenses_issued_in_bulk_validate_and_are_announced() {
         assert_eq!(v["license"]["max_activations"], 2);
         assert_eq!(v["license"]["entitlements"], serde_json::json!(["pro"]));
     }
-    let created: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE type = 'license.created' AND key_sealed IS NOT NULL")
-            .fetch_one(&app.state.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(created, 1200, "each license is announced with its sealed key");
+    let created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE type = 'license.created' AND key_sealed IS NOT NULL",
+    )
+    .fetch_one(&app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        created, 1200,
+        "each license is announced with its sealed key"
+    );
 
     // The keys file is never overwritten, and an unknown product is named.
     let o = issue(slug, "1");

@@ -244,21 +244,32 @@ impl Db {
         }
     }
 
-    /// Opens a transaction that holds the write lock of one license until commit, so seat checks
-    /// and inserts cannot interleave: SQLite takes its (database-wide) write lock up front with
-    /// `BEGIN IMMEDIATE`; PostgreSQL locks the license row.
-    pub async fn begin_license_write(&self, license_id: &str) -> Result<Tx, sqlx::Error> {
+    /// What a `SELECT` appends to lock the rows it reads until commit, so checks and writes
+    /// cannot interleave: `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write
+    /// transaction (`begin`: `BEGIN IMMEDIATE`) already holds the database-wide write lock.
+    pub fn row_lock(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite => self.begin().await,
-            Backend::Postgres => {
-                let mut tx = self.writer.begin().await?;
-                sqlx::query("SELECT id FROM licenses WHERE id = $1 FOR UPDATE")
-                    .bind(license_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                Ok(tx)
-            }
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
         }
+    }
+
+    /// Tells other instances, when `tx` commits, that a license changed (PostgreSQL sends a
+    /// `NOTIFY` made inside a transaction at its commit, and never for a rollback); nothing on
+    /// SQLite, where one process owns the file.
+    pub async fn notify_license_changed_in(
+        &self,
+        tx: &mut Tx,
+        key_digest: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(LICENSE_CHANNEL)
+                .bind(key_digest)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Tells other instances that a license changed (PostgreSQL `NOTIFY`; nothing on SQLite,

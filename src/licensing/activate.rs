@@ -74,9 +74,8 @@ pub async fn activate_license(
     // Cheap refusal from the snapshot before taking the write lock; re-checked under it.
     lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
 
-    let mut tx = state.db.begin_license_write(&snap.id).await?;
-    let row = store::license_by_id(&mut *tx, &snap.id)
-        .await?
+    let (mut tx, row) = store::lock_license(&state.db, &snap.id).await?;
+    let row = row
         .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
     let device = Device {
@@ -86,8 +85,10 @@ pub async fn activate_license(
         hostname: req.hostname,
     };
     let seat = lifecycle::take_seat(&mut tx, &row, device, now).await?;
-    tx.commit().await?;
-    state.licenses.changed(&state.db, &row.key_digest).await;
+    state
+        .licenses
+        .commit_change(&state.db, tx, &row.key_digest)
+        .await?;
     let status = if seat.created {
         StatusCode::CREATED
     } else {
@@ -141,17 +142,18 @@ pub async fn deactivate_license(
     check_fingerprint(&mut c, &req.fingerprint);
     c.finish()?;
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
-    let mut tx = state.db.begin_license_write(&snap.id).await?;
-    let row = store::license_by_id(&mut *tx, &snap.id)
-        .await?
+    let (mut tx, row) = store::lock_license(&state.db, &snap.id).await?;
+    let row = row
         .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
     let a = store::activation_by_fingerprint(&mut *tx, &row.id, &req.fingerprint)
         .await?
         .ok_or_else(activation_not_found)?;
     lifecycle::release_seat(&mut tx, &row, a, None).await?;
-    tx.commit().await?;
-    state.licenses.changed(&state.db, &row.key_digest).await;
+    state
+        .licenses
+        .commit_change(&state.db, tx, &row.key_digest)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

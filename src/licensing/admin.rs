@@ -281,10 +281,8 @@ pub async fn update_license(
             .await?
             .ok_or_else(|| Error::invalid("user_id", "no such user"))?;
     }
-    let mut tx = state.db.begin_license_write(&id).await?;
-    let cur = store::license_by_id(&mut *tx, &id)
-        .await?
-        .ok_or_else(|| Error::no_such("License"))?;
+    let (mut tx, cur) = store::lock_license(&state.db, &id).await?;
+    let cur = cur.ok_or_else(|| Error::no_such("License"))?;
     let terms = lifecycle::Terms {
         max_activations: req.max_activations,
         expires_at: req.expires_at.map(|o| o.map(Timestamp::ms)),
@@ -330,10 +328,8 @@ pub async fn delete_activation(
     let a = store::activation_by_id(&state.db.pool, &id)
         .await?
         .ok_or_else(|| Error::no_such("Activation"))?;
-    let mut tx = state.db.begin_license_write(&a.license_id).await?;
-    let row = store::license_by_id(&mut *tx, &a.license_id)
-        .await?
-        .ok_or_else(|| Error::no_such("Activation"))?;
+    let (mut tx, row) = store::lock_license(&state.db, &a.license_id).await?;
+    let row = row.ok_or_else(|| Error::no_such("Activation"))?;
     if !principal.can_see(row.user_id.as_deref()) {
         return Err(Error::no_such("Activation"));
     }
@@ -373,10 +369,8 @@ async fn transition(
     change: Change,
     extra: serde_json::Value,
 ) -> Result<Json<LicenseEnvelope>> {
-    let mut tx = state.db.begin_license_write(id).await?;
-    let cur = store::license_by_id(&mut *tx, id)
-        .await?
-        .ok_or_else(|| Error::no_such("License"))?;
+    let (mut tx, cur) = store::lock_license(&state.db, id).await?;
+    let cur = cur.ok_or_else(|| Error::no_such("License"))?;
     let applied = lifecycle::apply(&mut tx, &state.keys.data, &cur, change, extra).await?;
     tx.commit().await?;
     for digest in &applied.digests {

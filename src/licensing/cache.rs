@@ -316,6 +316,24 @@ impl LicenseCache {
         self.cache.remove(digest);
     }
 
+    /// Commits `tx`, which changed the license with this key digest, and tells every instance:
+    /// the `NOTIFY` rides in the transaction (PostgreSQL sends it at commit; a round trip and a
+    /// pool connection fewer than `changed`), and this instance forgets the license right after.
+    pub async fn commit_change(
+        &self,
+        db: &Db,
+        mut tx: crate::db::Tx,
+        digest_hex: &str,
+    ) -> Result<(), Error> {
+        db.notify_license_changed_in(&mut tx, digest_hex).await?;
+        tx.commit().await?;
+        let mut d = [0u8; 32];
+        if hex::decode_to_slice(digest_hex, &mut d).is_ok() {
+            self.invalidate_local(&d).await;
+        }
+        Ok(())
+    }
+
     /// Call after committing any change to a license: here at once, elsewhere by `NOTIFY`.
     pub async fn changed(&self, db: &Db, digest_hex: &str) {
         let mut d = [0u8; 32];

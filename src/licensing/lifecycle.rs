@@ -384,16 +384,17 @@ pub struct Seat {
 /// one it has. Errors: 403 when the license may not be used, 409 `ACTIVATION_LIMIT_REACHED`.
 pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) -> Result<Seat> {
     refuse_unusable(row.status(), row.expires_at, now)?;
-    if let Some(existing) =
-        store::activation_by_fingerprint(&mut **tx, &row.id, &device.fingerprint).await?
-    {
+    let (count, existing) = store::seats(&mut **tx, &row.id, &device.fingerprint).await?;
+    if let Some(existing) = match existing {
+        Some(id) => store::activation_by_id(&mut **tx, &id).await?,
+        None => None,
+    } {
         // Re-activating the same device confirms it is alive.
         sqlx::query("UPDATE activations SET last_heartbeat_at = $2 WHERE id = $1")
             .bind(&existing.id)
             .bind(now)
             .execute(&mut **tx)
             .await?;
-        let count = store::count_activations(&mut **tx, &row.id).await?;
         return Ok(Seat {
             created: false,
             activation: Activation {
@@ -403,7 +404,6 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
             license: row.view(count, None),
         });
     }
-    let count = store::count_activations(&mut **tx, &row.id).await?;
     if count >= row.max_activations {
         return Err(Error::conflict(
             "ACTIVATION_LIMIT_REACHED",

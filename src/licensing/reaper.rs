@@ -20,9 +20,9 @@ pub async fn reap_silent_activations(state: &AppState) -> Result<usize> {
     .await?;
     let mut released = 0;
     for (activation_id, license_id, timeout_s) in rows {
-        let mut tx = state.db.begin_license_write(&license_id).await?;
+        let (mut tx, row) = store::lock_license(&state.db, &license_id).await?;
         let (Some(row), Some(a)) = (
-            store::license_by_id(&mut *tx, &license_id).await?,
+            row,
             store::activation_by_id(&mut *tx, &activation_id).await?,
         ) else {
             continue;

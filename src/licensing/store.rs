@@ -4,7 +4,7 @@ use sqlx::{Any, AssertSqlSafe, Executor};
 
 use super::cache::Snapshot;
 use super::model::{ACTIVATION_COLUMNS, Activation, LICENSE_COLUMNS, LicenseRow};
-use crate::db::Db;
+use crate::db::{Db, Tx};
 
 #[derive(sqlx::FromRow)]
 struct SnapshotRow {
@@ -36,6 +36,37 @@ pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>
         r.heartbeat_timeout_s,
         acts,
     )))
+}
+
+/// Opens a write transaction holding the license `id` locked until commit (see `Db::row_lock`)
+/// and reads it in the same statement; `None` when there is no such license.
+pub async fn lock_license(db: &Db, id: &str) -> Result<(Tx, Option<LicenseRow>), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let sql = format!(
+        "SELECT {LICENSE_COLUMNS} FROM licenses l WHERE l.id = $1{}",
+        db.row_lock()
+    );
+    let row = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok((tx, row))
+}
+
+/// How many seats of a license are taken, and the id of the activation `fingerprint` holds, if
+/// any: one query for what the seat check needs.
+pub async fn seats<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    license_id: &str,
+    fingerprint: &str,
+) -> Result<(i64, Option<String>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), max(CASE WHEN fingerprint = $2 THEN id END) FROM activations WHERE license_id = $1",
+    )
+    .bind(license_id)
+    .bind(fingerprint)
+    .fetch_one(ex)
+    .await
 }
 
 pub async fn license_by_id<'e, E: Executor<'e, Database = Any>>(
