@@ -186,18 +186,23 @@ CLK_TCK="$(getconf CLK_TCK)"
 OUT="$TMP/out"
 mkdir -p "$OUT"
 
-# perf_start NAME PID / perf_stop NAME: with PERF=1, a flat profile by DSO and symbol.
+# perf_start TAG NAME / perf_stop: with PERF=1 and a TAG (round 1 only), a flat profile of the
+# server by DSO and symbol. Every branch returns 0: these run under `set -e`.
+PERF_NAME=""
 perf_start() {
-    [ "$PERF" = "1" ] && command -v perf >/dev/null || return 0
+    if [ "$PERF" != "1" ] || [ -z "$1" ] || ! command -v perf >/dev/null; then return 0; fi
     mkdir -p "$TARGET_DIR/load"
-    perf record -F 999 -p "$2" -o "$TMP/perf-$1.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+    PERF_NAME="$1-$2"
+    perf record -F 999 -p "$SERVER_PID" -o "$TMP/perf-$PERF_NAME.data" -- sleep "$DURATION" \
+        >/dev/null 2>&1 &
     PERF_PID=$!
 }
 perf_stop() {
-    [ -n "$PERF_PID" ] || return 0
+    if [ -z "$PERF_PID" ]; then return 0; fi
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=""
-    local out="$TARGET_DIR/load/perf-$1.txt"
+    local out="$TARGET_DIR/load/perf-$PERF_NAME.txt" name="$PERF_NAME"
+    set -- "$name"
     {
         perf report -i "$TMP/perf-$1.data" --stdio --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$'
         echo
@@ -230,14 +235,16 @@ rounds() {
     local tag="$1" r
     for r in $(seq "$ROUNDS"); do
         log "$tag round $r/$ROUNDS: ceiling health, health, ceiling validate, validate (${DURATION}s each)"
+        local profile=""
+        if [ "$r" = 1 ]; then profile="$tag"; fi
         run "$tag.ceiling-health.$r" "$CEILING_PID" -s "$ROOT/scripts/wrk/get.lua" "$CEILING/api/health"
-        [ "$r" = 1 ] && perf_start "$tag-health" "$SERVER_PID"
+        perf_start "$profile" health
         run "$tag.health.$r" "$SERVER_PID" -s "$ROOT/scripts/wrk/get.lua" "$BASE/api/health"
-        [ "$r" = 1 ] && perf_stop "$tag-health"
+        perf_stop
         run "$tag.ceiling-validate.$r" "$CEILING_PID" -s "$ROOT/scripts/wrk/validate.lua" "$CEILING"
-        [ "$r" = 1 ] && perf_start "$tag-validate" "$SERVER_PID"
+        perf_start "$profile" validate
         run "$tag.validate.$r" "$SERVER_PID" -s "$ROOT/scripts/wrk/validate.lua" "$BASE"
-        [ "$r" = 1 ] && perf_stop "$tag-validate"
+        perf_stop
     done
 }
 
@@ -359,7 +366,8 @@ def parse(path):
     return w
 
 def runs(name):
-    return [parse(p) for p in sorted(glob.glob(os.path.join(out, name + ".*")))]
+    paths = glob.glob(os.path.join(out, name)) + glob.glob(os.path.join(out, name + ".[0-9]*"))
+    return [parse(p) for p in sorted(paths)]
 
 def med(ws, key):
     return statistics.median(w[key] for w in ws)

@@ -27,6 +27,7 @@
 //! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).
 //! - `ops`: health and readiness, the audit log, metrics, the OpenAPI document.
 //! - `server`: the router, its middleware, background tasks and graceful shutdown.
+//! - `logging`: log lines to stderr in batches (the server's access log writes one per request).
 //! - `jws`, `crypto`, `timestamp`, `fsutil`: small shared helpers.
 
 #![forbid(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod http;
 pub mod jws;
 pub mod keyring;
 pub mod licensing;
+pub mod logging;
 pub mod modules;
 pub mod ops;
 pub mod server;

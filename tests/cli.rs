@@ -624,3 +624,124 @@ async fn licenses_issued_in_bulk_validate_and_are_announced() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_into_a_working_server() {
+    let app = common::TestApp::new().await;
+    let backup_dir = app.dir.path().join("backup");
+    let backup = {
+        let (cwd, db, keys, out) = (
+            app.dir.path().to_path_buf(),
+            app.state.config.database_url.clone(),
+            app.state.config.keys_dir.clone(),
+            backup_dir.clone(),
+        );
+        move || {
+            ecosire(&cwd)
+                .env("DATABASE_URL", &db)
+                .env("ECOSIRE_KEYS_DIR", &keys)
+                .arg("backup")
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap()
+        }
+    };
+    if common::is_postgres() {
+        let o = backup();
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("pg_dump"));
+        return;
+    }
+    let (product, license) = app
+        .product_and_license(
+            serde_json::json!({}),
+            serde_json::json!({"max_activations": 1000}),
+        )
+        .await;
+    let product_id = product["id"].as_str().unwrap().to_string();
+    let key = license["key"].as_str().unwrap().to_string();
+    app.activate(&key, "before-backup").await.expect(201);
+    // Writes keep coming while the copy is taken.
+    let writer = {
+        let app_router = app.router.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            for i in 0..200 {
+                let req = axum::http::Request::post("/api/licenses/activate")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        serde_json::json!({"key": key, "fingerprint": format!("during-{i}")})
+                            .to_string(),
+                    ))
+                    .unwrap();
+                let res = app_router.clone().oneshot(req).await.unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        })
+    };
+    let o = tokio::task::spawn_blocking(backup.clone()).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    writer.await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (backup_dir.clone(), 0o700),
+        (backup_dir.join("ecosire.db"), 0o600),
+        (backup_dir.join("keys").join("data.key"), 0o600),
+    ] {
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            mode,
+            "{}",
+            path.display()
+        );
+    }
+    // The restore drill: a server started on the copy alone.
+    let restored = common::process::Deployment {
+        database_url: format!("sqlite://{}", backup_dir.join("ecosire.db").display()),
+        keys_dir: backup_dir.join("keys"),
+        dir: std::sync::Arc::new(tempfile::tempdir().unwrap()),
+    }
+    .start(&[
+        ("ECOSIRE_ADMIN_EMAIL", common::ADMIN_EMAIL),
+        ("ECOSIRE_ADMIN_PASSWORD", common::ADMIN_PASSWORD),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let v = common::post_json(
+        &http,
+        &restored.url("/api/licenses/validate"),
+        None,
+        &serde_json::json!({"key": key, "fingerprint": "before-backup"}),
+    )
+    .await;
+    assert_eq!(v["code"], "VALID", "{v}");
+    let login = common::post_json(
+        &http,
+        &restored.url("/api/auth/login"),
+        None,
+        &serde_json::json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}),
+    )
+    .await;
+    let token = login["token"].as_str().unwrap_or_else(|| panic!("{login}"));
+    // The key is sealed in the database: only the keys of the same backup open it.
+    let l = common::get_json(
+        &http,
+        &restored.url(&format!(
+            "/api/licenses/{}",
+            license["id"].as_str().unwrap()
+        )),
+        token,
+    )
+    .await;
+    assert_eq!(l["key"], key.as_str(), "{l}");
+    assert_eq!(l["product_id"], product_id.as_str());
+    // One moment's state: the activation from before, and some of those made meanwhile.
+    let n = l["activations_count"].as_i64().unwrap();
+    assert!((1..=201).contains(&n), "{n} activations in the copy");
+    // Refuses to write over an existing folder.
+    let o = backup();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+}
