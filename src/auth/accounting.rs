@@ -1,11 +1,11 @@
-//! Per-request accounting after the response is known: API-key usage counters and the audit
-//! log. Extractors that authenticate leave the caller in an `AuthSlot`; this middleware reads it.
+//! Per-request accounting after the response is known: the access log, API-key usage counters
+//! and the audit log. Extractors that authenticate leave the caller in an `AuthSlot`; `finish`
+//! reads it.
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{Credential, Environment, Principal, Role};
@@ -30,46 +30,70 @@ fn audited(p: &Principal, method: &Method, path: &str) -> bool {
     live_key || (writes && (p.role == Role::Admin || path.starts_with("/api/api-keys")))
 }
 
-pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let slot = AuthSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let method = req.method().clone();
+/// What accounting keeps of a request while it is served: `begin` before, `finish` after.
+pub struct Pending {
+    slot: AuthSlot,
+    method: Method,
     // Cheap handles only (reference-counted), turned into text once a line or entry needs it.
-    let uri = req.uri().clone();
-    let ip = {
-        let (parts, body) = req.into_parts();
-        let ip = crate::http::client_ip::client_ip(&parts, &state.config.trusted_proxies);
-        req = Request::from_parts(parts, body);
-        ip
+    uri: axum::http::Uri,
+    ip: Option<std::net::IpAddr>,
+    route: Option<axum::extract::MatchedPath>,
+}
+
+/// Gives the request its `AuthSlot` (which the access extractors fill) and notes what the log
+/// and the audit need.
+pub fn begin(state: &AppState, req: Request) -> (Request, Pending) {
+    let (mut parts, body) = req.into_parts();
+    let slot = AuthSlot::default();
+    parts.extensions.insert(slot.clone());
+    let pending = Pending {
+        slot,
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        ip: crate::http::client_ip::client_ip(&parts, &state.config.trusted_proxies),
+        route: parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .cloned(),
     };
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    let principal = slot.0.get();
-    let status = res.status().as_u16();
-    // The access log: one line per request, never a secret (ids only). Absent values are left
-    // out (`Option` fields record nothing) and the latency is rounded to microseconds. The
-    // fields are only evaluated when the line is enabled.
-    crate::http::request_id::with_current(|request_id| {
-        tracing::info!(
-            target: "ecosire::access",
-            request_id,
-            method = crate::http::method_label(&method),
-            route = route.as_ref().map_or("unmatched", |r| r.as_str()),
-            status,
-            latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            principal = principal.map(|p| p.user_id.as_str()),
-            api_key = principal.and_then(|p| match &p.credential {
-                Credential::ApiKey { id, .. } => Some(id.as_str()),
-                _ => None,
-            }),
-            "request"
-        )
-    });
-    if let Some(p) = principal {
+    (Request::from_parts(parts, body), pending)
+}
+
+impl Pending {
+    /// The access-log line, the API key's usage counters and the audit entry of a served
+    /// request. Call inside the request id's scope.
+    pub fn finish(self, state: &AppState, res: &Response, started: std::time::Instant) {
+        let Pending {
+            slot,
+            method,
+            uri,
+            ip,
+            route,
+        } = self;
+        let principal = slot.0.get();
+        let status = res.status().as_u16();
+        // The access log: one line per request, never a secret (ids only). Absent values are left
+        // out (`Option` fields record nothing) and the latency is rounded to microseconds. The
+        // fields are only evaluated when the line is enabled.
+        crate::http::request_id::with_current(|request_id| {
+            tracing::info!(
+                target: "ecosire::access",
+                request_id,
+                method = crate::http::method_label(&method),
+                route = route.as_ref().map_or("unmatched", |r| r.as_str()),
+                status,
+                latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                principal = principal.map(|p| p.user_id.as_str()),
+                api_key = principal.and_then(|p| match &p.credential {
+                    Credential::ApiKey { id, .. } => Some(id.as_str()),
+                    _ => None,
+                }),
+                "request"
+            )
+        });
+        let Some(p) = principal else {
+            return;
+        };
         let now = now_ms();
         if let Credential::ApiKey { id, .. } = &p.credential {
             state.accounting.record_key_use(id, status >= 400, now);
@@ -90,5 +114,4 @@ pub async fn middleware(State(state): State<AppState>, mut req: Request, next: N
             });
         }
     }
-    res
 }

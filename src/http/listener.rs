@@ -9,7 +9,7 @@
 //!   within `ECOSIRE_HEADER_TIMEOUT_S`;
 //! - **idle timeout**: a connection with no request in flight and nothing arriving is closed after
 //!   `ECOSIRE_IDLE_TIMEOUT_S`;
-//! - **request timeout** (body and handler): the router's own layer, see `timeout_middleware`;
+//! - **request timeout** (body and handler): the router's own layer, see `within`;
 //!
 //! and a cap on connections served at once (`ECOSIRE_MAX_CONNECTIONS`): past it the loop stops
 //! accepting until one closes, so the backlog waits instead of the process running out of file
@@ -29,7 +29,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -261,8 +260,13 @@ pub async fn run(
 
 /// The request timeout: receiving the body and answering must finish within `limit`, else 408
 /// `REQUEST_TIMEOUT` (the handler is dropped, and with it any open transaction).
-pub async fn timeout_middleware(limit: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+/// `serve`'s answer within `limit` (the whole request, body included), or 408
+/// `REQUEST_TIMEOUT` with `Connection: close`.
+pub async fn within(
+    limit: Duration,
+    serve: impl std::future::Future<Output = Response>,
+) -> Response {
+    match tokio::time::timeout(limit, serve).await {
         Ok(res) => res,
         Err(_) => {
             let mut res = Error::status(

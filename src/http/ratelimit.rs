@@ -21,11 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -365,18 +363,16 @@ pub fn ip_key(parts: &Parts, state: &AppState) -> String {
     }
 }
 
-/// Gives every request a `RateSlot` and writes what the checks left in it as `X-RateLimit-*` /
-/// `X-Quota-*` headers on the response, whatever its status. Who is charged to which bucket is
-/// decided inside it (`auth::limits`, the hot path's `RateContext`).
-pub async fn headers(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Gives a request its `RateSlot` (while limits are on); whoever checks a bucket or the quota
+/// while serving it leaves the figures there. Who is charged to which bucket is decided inside
+/// (`auth::limits`, the hot path's `RateContext`). See `write_headers`.
+pub fn attach_slot(state: &AppState, req: &mut Request) -> Option<RateSlot> {
     if !state.limits.enabled {
-        return next.run(req).await;
+        return None;
     }
     let slot = RateSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let mut res = next.run(req).await;
-    write_headers(res.headers_mut(), &slot);
-    res
+    Some(slot)
 }
 
 /// What a handler that charges its own bucket needs: the client's IP key and the request's slot
@@ -424,7 +420,9 @@ impl RateContext {
     }
 }
 
-fn write_headers(h: &mut HeaderMap, slot: &RateSlot) {
+/// Writes what the checks left in `slot` as `X-RateLimit-*` / `X-Quota-*` headers, whatever the
+/// response's status.
+pub fn write_headers(h: &mut HeaderMap, slot: &RateSlot) {
     if let Some(r) = *slot.rate.lock().expect("rate slot") {
         h.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
         h.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));

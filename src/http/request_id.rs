@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
@@ -51,18 +50,26 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(id)).expect("hex digits are a valid header value")
 }
 
-pub async fn middleware(mut req: Request, next: Next) -> Response {
-    let id = match req.headers().get(HEADER) {
+/// The request's id: its own `X-Request-Id` when sane, else a new one, which is then set on the
+/// request too. Serve the request inside `scope` and `stamp` the response with it.
+pub fn assign(req: &mut Request) -> HeaderValue {
+    match req.headers().get(HEADER) {
         Some(v) if acceptable(v) => v.clone(),
         _ => {
             let id = new_id();
             req.headers_mut().insert(HEADER, id.clone());
             id
         }
-    };
-    let mut res = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    }
+}
+
+/// Runs `f` with `id` as the current request id (`current`, `with_current`).
+pub async fn scope<F: std::future::Future>(id: HeaderValue, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+pub fn stamp(res: &mut Response, id: HeaderValue) {
     res.headers_mut().insert(HEADER, id);
-    res
 }
 
 #[cfg(test)]

@@ -41,6 +41,17 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 8] = [
+        Code::NotFound,
+        Code::Revoked,
+        Code::Suspended,
+        Code::Expired,
+        Code::ProductMismatch,
+        Code::EntitlementsMissing,
+        Code::FingerprintNotActivated,
+        Code::Valid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::NotFound => "NOT_FOUND",

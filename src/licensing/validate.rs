@@ -91,7 +91,7 @@ pub async fn validate_license(
     };
     let code = decide::decide(snap.as_deref().map(|s| &s.state), &ask, now);
     let valid = code == Code::Valid;
-    metrics::counter!("ecosire_validations_total", "code" => code.as_str()).increment(1);
+    validations(code).increment(1);
     if let Some(s) = &snap {
         state.events.validated(|| {
             serde_json::json!({"license": &*s.view, "valid": valid, "code": code, "fingerprint": req.fingerprint})
@@ -147,6 +147,28 @@ pub async fn validate_license(
         token,
     })
     .into_response())
+}
+
+/// The `ecosire_validations_total` counter of `code`, registered once (a labelled lookup per
+/// request costs more than the increment).
+fn validations(code: Code) -> &'static metrics::Counter {
+    static COUNTERS: std::sync::OnceLock<Vec<(Code, metrics::Counter)>> =
+        std::sync::OnceLock::new();
+    let all = COUNTERS.get_or_init(|| {
+        Code::ALL
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    metrics::counter!("ecosire_validations_total", "code" => c.as_str()),
+                )
+            })
+            .collect()
+    });
+    &all.iter()
+        .find(|(c, _)| *c == code)
+        .expect("every code is registered")
+        .1
 }
 
 pub(super) fn license_not_found() -> Error {

@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{LazyLock, OnceLock, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -72,20 +71,11 @@ fn series(method: &'static str, route: &str, status: u16) -> Series {
     s
 }
 
-/// Records request counts and latencies by route template and status.
-pub async fn middleware(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = crate::http::method_label(req.method());
-    let res = next.run(req).await;
-    let s = series(
-        method,
-        route.as_ref().map_or("unmatched", |r| r.as_str()),
-        res.status().as_u16(),
-    );
+/// Records one request's count and latency by route template and status.
+pub fn record(method: &'static str, route: Option<&MatchedPath>, status: u16, elapsed: Duration) {
+    let s = series(method, route.map_or("unmatched", |r| r.as_str()), status);
     s.requests.increment(1);
-    s.duration.record(started.elapsed().as_secs_f64());
-    res
+    s.duration.record(elapsed.as_secs_f64());
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
