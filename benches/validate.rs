@@ -98,13 +98,20 @@ fn snapshot(now: i64) -> Snapshot {
 
 fn bench_decide(c: &mut Criterion) {
     let now = now_ms();
+    let (ents, fingerprints) = (
+        entitlements(),
+        vec![
+            "77b0d4aa-laptop-id".to_string(),
+            "3f2a9c1e-machine-id".to_string(),
+        ],
+    );
     let state = LicenseState {
         status: LicenseStatus::Active,
         expires_at_ms: Some(now + 365 * 86_400_000),
-        product_id: "prd_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4".into(),
-        product_slug: "desk".into(),
-        entitlements: entitlements(),
-        fingerprints: vec!["77b0d4aa-laptop-id".into(), "3f2a9c1e-machine-id".into()],
+        product_id: "prd_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4",
+        product_slug: "desk",
+        entitlements: &ents,
+        fingerprints: &fingerprints,
     };
     // The full question, every check reached: product by slug, two entitlements, a device.
     let wanted = vec!["export".to_string(), "cloud-sync".to_string()];
@@ -393,7 +400,7 @@ fn bench_http(c: &mut Criterion) {
         let lic = post_json(
             &bench.router,
             "/api/licenses",
-            json!({"product_id": snap.state.product_id, "max_activations": 1_000_000}),
+            json!({"product_id": snap.view.product_id, "max_activations": 1_000_000}),
             Some(&admin),
         )
         .await;

@@ -72,9 +72,9 @@ pub async fn activate_license(
         .ok_or_else(license_not_found)?;
     let now = now_ms();
     // Cheap refusal from the snapshot before taking the write lock; re-checked under it.
-    lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
+    lifecycle::refuse_unusable(snap.view.status, snap.view.expires_at.map(|t| t.0), now)?;
 
-    let (mut tx, row) = store::lock_license(&state.db, &snap.id).await?;
+    let (mut tx, row) = store::lock_license(&state.db, snap.id()).await?;
     let row = row
         .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
@@ -142,7 +142,7 @@ pub async fn deactivate_license(
     check_fingerprint(&mut c, &req.fingerprint);
     c.finish()?;
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
-    let (mut tx, row) = store::lock_license(&state.db, &snap.id).await?;
+    let (mut tx, row) = store::lock_license(&state.db, snap.id()).await?;
     let row = row
         .filter(|r| r.key_digest == hex::encode(snap.digest))
         .ok_or_else(license_not_found)?;
@@ -178,8 +178,8 @@ pub async fn heartbeat_license(
     c.finish()?;
     let (_key, snap) = snapshot_for(&state, &req.key).await?;
     let now = now_ms();
-    lifecycle::refuse_unusable(snap.state.status, snap.state.expires_at_ms, now)?;
-    let a = lifecycle::heartbeat(&state.db.pool, &snap.id, &req.fingerprint, now)
+    lifecycle::refuse_unusable(snap.view.status, snap.view.expires_at.map(|t| t.0), now)?;
+    let a = lifecycle::heartbeat(&state.db.pool, snap.id(), &req.fingerprint, now)
         .await?
         .ok_or_else(activation_not_found)?;
     // A heartbeat changes nothing validate answers from (status, expiry, seats), so the cached

@@ -35,16 +35,17 @@ const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Everything validate needs about one license, loaded in one go. Kept small (no key material,
-/// no rendered answers): a server caches up to `ECOSIRE_LICENSE_CACHE_CAPACITY` of them.
+/// no rendered answers, each value once): a server caches up to
+/// `ECOSIRE_LICENSE_CACHE_CAPACITY` of them.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The license id.
-    pub id: String,
     /// The digest of the license's key (the cache key).
     pub digest: [u8; 32],
-    pub state: LicenseState,
-    /// The license object without `key`.
+    /// The license object without `key`: also the source of the decision's inputs.
     pub view: Arc<License>,
+    pub product_slug: Box<str>,
+    /// Fingerprints of the live activations (empty for most licenses: no allocation).
+    fingerprints: Vec<String>,
     pub activations: Vec<Activation>,
     pub offline_lease_days: i64,
     pub heartbeat_timeout_s: Option<i64>,
@@ -62,24 +63,32 @@ impl Snapshot {
         let mut digest = [0u8; 32];
         // A digest that is not 64 hex digits cannot come from our writes; it matches no key.
         let _ = hex::decode_to_slice(&row.key_digest, &mut digest);
-        let view = row.view(activations.len() as i64, None);
-        let state = LicenseState {
-            status: view.status,
-            expires_at_ms: row.expires_at,
-            product_id: row.product_id,
-            product_slug,
-            entitlements: view.entitlements.clone(),
-            fingerprints: activations.iter().map(|a| a.fingerprint.clone()).collect(),
-        };
         Snapshot {
-            id: row.id,
             digest,
-            state,
-            view: Arc::new(view),
+            view: Arc::new(row.view(activations.len() as i64, None)),
+            product_slug: product_slug.into_boxed_str(),
+            fingerprints: activations.iter().map(|a| a.fingerprint.clone()).collect(),
             activations,
             offline_lease_days,
             heartbeat_timeout_s,
             generation: GENERATION.fetch_add(1, Relaxed),
+        }
+    }
+
+    /// The license id.
+    pub fn id(&self) -> &str {
+        &self.view.id
+    }
+
+    /// What the decision needs, borrowed from the snapshot.
+    pub fn state(&self) -> LicenseState<'_> {
+        LicenseState {
+            status: self.view.status,
+            expires_at_ms: self.view.expires_at.map(|t| t.0),
+            product_id: &self.view.product_id,
+            product_slug: &self.product_slug,
+            entitlements: &self.view.entitlements,
+            fingerprints: &self.fingerprints,
         }
     }
 
@@ -92,11 +101,11 @@ impl Snapshot {
     /// What a token issued from this snapshot says.
     pub fn subject(&self) -> Subject {
         Subject {
-            license_id: self.id.clone(),
-            product_id: self.state.product_id.clone(),
-            entitlements: self.state.entitlements.clone(),
+            license_id: self.view.id.clone(),
+            product_id: self.view.product_id.clone(),
+            entitlements: self.view.entitlements.clone(),
             max_activations: self.view.max_activations,
-            expires_at_ms: self.state.expires_at_ms,
+            expires_at_ms: self.view.expires_at.map(|t| t.0),
             offline_lease_days: self.offline_lease_days,
         }
     }

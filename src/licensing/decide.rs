@@ -6,16 +6,17 @@ use utoipa::ToSchema;
 
 use super::model::LicenseStatus;
 
-/// What the decision needs to know about a license (held in its cached snapshot).
-#[derive(Debug, Clone)]
-pub struct LicenseState {
+/// What the decision needs to know about a license: a view of its cached snapshot, borrowed so
+/// that the snapshot holds each value once.
+#[derive(Debug, Clone, Copy)]
+pub struct LicenseState<'a> {
     pub status: LicenseStatus,
     pub expires_at_ms: Option<i64>,
-    pub product_id: String,
-    pub product_slug: String,
-    pub entitlements: Vec<String>,
+    pub product_id: &'a str,
+    pub product_slug: &'a str,
+    pub entitlements: &'a [String],
     /// Fingerprints with a live activation.
-    pub fingerprints: Vec<String>,
+    pub fingerprints: &'a [String],
 }
 
 /// The question asked by `POST /api/licenses/validate`.
@@ -90,16 +91,16 @@ pub fn usability(status: LicenseStatus, expires_at_ms: Option<i64>, now_ms: i64)
     let state = LicenseState {
         status,
         expires_at_ms,
-        product_id: String::new(),
-        product_slug: String::new(),
-        entitlements: vec![],
-        fingerprints: vec![],
+        product_id: "",
+        product_slug: "",
+        entitlements: &[],
+        fingerprints: &[],
     };
     decide(Some(&state), &Ask::default(), now_ms)
 }
 
 /// The first code that applies, in API.md's order.
-pub fn decide(license: Option<&LicenseState>, ask: &Ask<'_>, now_ms: i64) -> Code {
+pub fn decide(license: Option<&LicenseState<'_>>, ask: &Ask<'_>, now_ms: i64) -> Code {
     let Some(l) = license else {
         return Code::NotFound;
     };
@@ -134,8 +135,32 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
-    fn license() -> LicenseState {
-        LicenseState {
+    /// An owned license state the tests can change field by field.
+    #[derive(Clone)]
+    struct Owned {
+        status: LicenseStatus,
+        expires_at_ms: Option<i64>,
+        product_id: String,
+        product_slug: String,
+        entitlements: Vec<String>,
+        fingerprints: Vec<String>,
+    }
+
+    impl Owned {
+        fn view(&self) -> LicenseState<'_> {
+            LicenseState {
+                status: self.status,
+                expires_at_ms: self.expires_at_ms,
+                product_id: &self.product_id,
+                product_slug: &self.product_slug,
+                entitlements: &self.entitlements,
+                fingerprints: &self.fingerprints,
+            }
+        }
+    }
+
+    fn license() -> Owned {
+        Owned {
             status: LicenseStatus::Active,
             expires_at_ms: Some(NOW + 1),
             product_id: "prd_1".into(),
@@ -152,49 +177,52 @@ mod tests {
     #[test]
     fn a_clean_license_is_valid() {
         let l = license();
-        assert_eq!(decide(Some(&l), &Ask::default(), NOW), Code::Valid);
+        assert_eq!(decide(Some(&l.view()), &Ask::default(), NOW), Code::Valid);
         let e = ents(&["pro"]);
         let ask = Ask {
             product: Some("desk"),
             entitlements: &e,
             fingerprint: Some("fp-a"),
         };
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Valid);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Valid);
         let ask = Ask {
             product: Some("prd_1"),
             ..Ask::default()
         };
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Valid);
-        let no_expiry = LicenseState {
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Valid);
+        let no_expiry = Owned {
             expires_at_ms: None,
             ..license()
         };
-        assert_eq!(decide(Some(&no_expiry), &Ask::default(), NOW), Code::Valid);
+        assert_eq!(
+            decide(Some(&no_expiry.view()), &Ask::default(), NOW),
+            Code::Valid
+        );
     }
 
     #[test]
     fn each_code_on_its_own() {
         let ask = Ask::default();
         assert_eq!(decide(None, &ask, NOW), Code::NotFound);
-        let revoked = LicenseState {
+        let revoked = Owned {
             status: LicenseStatus::Revoked,
             ..license()
         };
-        assert_eq!(decide(Some(&revoked), &ask, NOW), Code::Revoked);
-        let suspended = LicenseState {
+        assert_eq!(decide(Some(&revoked.view()), &ask, NOW), Code::Revoked);
+        let suspended = Owned {
             status: LicenseStatus::Suspended,
             ..license()
         };
-        assert_eq!(decide(Some(&suspended), &ask, NOW), Code::Suspended);
-        let expired = LicenseState {
+        assert_eq!(decide(Some(&suspended.view()), &ask, NOW), Code::Suspended);
+        let expired = Owned {
             expires_at_ms: Some(NOW),
             ..license()
         };
-        assert_eq!(decide(Some(&expired), &ask, NOW), Code::Expired);
+        assert_eq!(decide(Some(&expired.view()), &ask, NOW), Code::Expired);
         let l = license();
         assert_eq!(
             decide(
-                Some(&l),
+                Some(&l.view()),
                 &Ask {
                     product: Some("other"),
                     ..ask
@@ -206,7 +234,7 @@ mod tests {
         let e = ents(&["pro", "cloud"]);
         assert_eq!(
             decide(
-                Some(&l),
+                Some(&l.view()),
                 &Ask {
                     entitlements: &e,
                     ..ask
@@ -217,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             decide(
-                Some(&l),
+                Some(&l.view()),
                 &Ask {
                     fingerprint: Some("fp-b"),
                     ..ask
@@ -237,33 +265,42 @@ mod tests {
             entitlements: &e,
             fingerprint: Some("fp-z"),
         };
-        let mut l = LicenseState {
+        let mut l = Owned {
             status: LicenseStatus::Revoked,
             expires_at_ms: Some(NOW - 1),
             ..license()
         };
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Revoked);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Revoked);
         l.status = LicenseStatus::Suspended;
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Suspended);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Suspended);
         l.status = LicenseStatus::Active;
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Expired);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Expired);
         l.expires_at_ms = None;
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::ProductMismatch);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::ProductMismatch);
         l.product_slug = "other".into();
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::EntitlementsMissing);
+        assert_eq!(
+            decide(Some(&l.view()), &ask, NOW),
+            Code::EntitlementsMissing
+        );
         l.entitlements.push("cloud".into());
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::FingerprintNotActivated);
+        assert_eq!(
+            decide(Some(&l.view()), &ask, NOW),
+            Code::FingerprintNotActivated
+        );
         l.fingerprints.push("fp-z".into());
-        assert_eq!(decide(Some(&l), &ask, NOW), Code::Valid);
+        assert_eq!(decide(Some(&l.view()), &ask, NOW), Code::Valid);
     }
 
     #[test]
     fn expiry_is_exclusive_of_the_instant() {
-        let l = LicenseState {
+        let l = Owned {
             expires_at_ms: Some(NOW),
             ..license()
         };
-        assert_eq!(decide(Some(&l), &Ask::default(), NOW - 1), Code::Valid);
-        assert_eq!(decide(Some(&l), &Ask::default(), NOW), Code::Expired);
+        assert_eq!(
+            decide(Some(&l.view()), &Ask::default(), NOW - 1),
+            Code::Valid
+        );
+        assert_eq!(decide(Some(&l.view()), &Ask::default(), NOW), Code::Expired);
     }
 }

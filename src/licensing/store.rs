@@ -5,6 +5,7 @@ use sqlx::{Any, AssertSqlSafe, Executor};
 use super::cache::Snapshot;
 use super::model::{ACTIVATION_COLUMNS, Activation, LICENSE_COLUMNS, LicenseRow};
 use crate::db::{Db, Tx};
+use crate::timestamp::Timestamp;
 
 #[derive(sqlx::FromRow)]
 struct SnapshotRow {
@@ -13,29 +14,63 @@ struct SnapshotRow {
     product_slug: String,
     offline_lease_days: i64,
     heartbeat_timeout_s: Option<i64>,
+    // One live activation per row (all NULL for a license without any).
+    act_id: Option<String>,
+    act_fingerprint: Option<String>,
+    act_name: Option<String>,
+    act_platform: Option<String>,
+    act_hostname: Option<String>,
+    act_created_at: Option<i64>,
+    act_last_heartbeat_at: Option<i64>,
 }
 
-/// Loads everything the hot path needs about the license with this key digest.
+/// Loads everything the hot path needs about the license with this key digest, in one query (a
+/// cache miss on the hot path pays one round trip): the license, its product's terms, and its
+/// live activations oldest first, one per row.
 pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>, sqlx::Error> {
     let sql = format!(
-        "SELECT {LICENSE_COLUMNS}, p.slug AS product_slug, p.offline_lease_days, p.heartbeat_timeout_s \
-         FROM licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1"
+        "SELECT {LICENSE_COLUMNS}, p.slug AS product_slug, p.offline_lease_days, p.heartbeat_timeout_s, \
+         a.id AS act_id, a.fingerprint AS act_fingerprint, a.name AS act_name, a.platform AS act_platform, \
+         a.hostname AS act_hostname, a.created_at AS act_created_at, a.last_heartbeat_at AS act_last_heartbeat_at \
+         FROM licenses l JOIN products p ON p.id = l.product_id \
+         LEFT JOIN activations a ON a.license_id = l.id \
+         WHERE l.key_digest = $1 ORDER BY a.id"
     );
-    let Some(r) = sqlx::query_as::<_, SnapshotRow>(AssertSqlSafe(sql))
+    let rows: Vec<SnapshotRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(digest_hex)
-        .fetch_optional(&db.pool)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let acts = activations(&db.pool, &r.license.id).await?;
-    Ok(Some(Snapshot::new(
-        r.license,
-        r.product_slug,
-        r.offline_lease_days,
-        r.heartbeat_timeout_s,
-        acts,
-    )))
+        .fetch_all(&db.pool)
+        .await?;
+    let mut activations = Vec::new();
+    let mut first = None;
+    for r in rows {
+        if let (Some(id), Some(fingerprint), Some(created), Some(beat)) = (
+            r.act_id,
+            r.act_fingerprint,
+            r.act_created_at,
+            r.act_last_heartbeat_at,
+        ) {
+            activations.push(Activation {
+                id,
+                license_id: r.license.id.clone(),
+                fingerprint,
+                name: r.act_name,
+                platform: r.act_platform,
+                hostname: r.act_hostname,
+                created_at: Timestamp(created),
+                last_heartbeat_at: Timestamp(beat),
+            });
+        }
+        if first.is_none() {
+            first = Some((
+                r.license,
+                r.product_slug,
+                r.offline_lease_days,
+                r.heartbeat_timeout_s,
+            ));
+        }
+    }
+    Ok(first
+        .map(|(license, slug, lease, beat)| Snapshot::new(license, slug, lease, beat, activations)))
 }
 
 /// Opens a write transaction holding the license `id` locked until commit (see `Db::row_lock`)

@@ -89,7 +89,7 @@ pub async fn validate_license(
         entitlements: &req.entitlements,
         fingerprint: req.fingerprint.as_deref(),
     };
-    let code = decide::decide(snap.as_deref().map(|s| &s.state), &ask, now);
+    let code = decide::decide(snap.as_deref().map(|s| s.state()).as_ref(), &ask, now);
     let valid = code == Code::Valid;
     validations(code).increment(1);
     if let Some(s) = &snap {
