@@ -463,7 +463,7 @@ pub fn variables() -> Vec<Variable> {
             "ECOSIRE_LICENSE_CACHE_CAPACITY",
             value("1000000"),
             "200000",
-            "license snapshots kept in memory (about 0.6 KiB each); validate runs no query for these",
+            "license snapshots kept in memory (under 1 KiB each); validate runs no query for these",
         ),
         var(
             "ECOSIRE_HASH_QUEUE_TIMEOUT_S",
