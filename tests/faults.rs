@@ -65,42 +65,6 @@ async fn log_line(s: &Server, from: usize, words: &[&str]) -> String {
     }
 }
 
-async fn product(s: &Server, http: &reqwest::Client, token: &str, max: i64) -> String {
-    let name = format!("Product {}", uuid::Uuid::now_v7().simple());
-    let (st, p) = s
-        .post(
-            http,
-            "/api/products",
-            Some(token),
-            &json!({"name": name, "max_activations": max}),
-        )
-        .await;
-    assert_eq!(st, 201, "{p}");
-    p["id"].as_str().unwrap().to_string()
-}
-
-/// A new license: (id, key).
-async fn license(
-    s: &Server,
-    http: &reqwest::Client,
-    token: &str,
-    product: &str,
-) -> (String, String) {
-    let (st, l) = s
-        .post(
-            http,
-            "/api/licenses",
-            Some(token),
-            &json!({"product_id": product}),
-        )
-        .await;
-    assert_eq!(st, 201, "{l}");
-    (
-        l["id"].as_str().unwrap().to_string(),
-        l["key"].as_str().unwrap().to_string(),
-    )
-}
-
 /// A webhook receiver on loopback that records every event body it is sent.
 struct Receiver {
     url: String,
@@ -175,12 +139,12 @@ async fn kill_9_under_activation_load_loses_nothing_that_was_answered() {
     const HOT: usize = 10;
     const WIDE: usize = 300;
     const WORKERS: usize = 32;
-    let hot = product(&s, &http, &token, 3).await;
-    let wide = product(&s, &http, &token, 10).await;
+    let hot = s.product(&http, &token, 3).await;
+    let wide = s.product(&http, &token, 10).await;
     let mut licenses: Vec<(String, String, i64)> = vec![];
     for i in 0..(HOT + WIDE) / 10 {
         let (p, seats) = if i < HOT / 10 { (&hot, 3) } else { (&wide, 10) };
-        let batch = (0..10).map(|_| license(&s, &http, &token, p));
+        let batch = (0..10).map(|_| s.license(&http, &token, p));
         let made = futures_util::future::join_all(batch).await;
         licenses.extend(made.into_iter().map(|(id, key)| (id, key, seats)));
     }
@@ -513,10 +477,10 @@ async fn postgres_restart_under_load_fails_fast_and_recovers_by_itself() {
     let s = d.start(&[("ECOSIRE_RATE_LIMITS", "off")]).await;
     let http = client();
     let token = s.admin_token(&http).await;
-    let product = product(&s, &http, &token, 1_000).await;
+    let product = s.product(&http, &token, 1_000).await;
     let mut keys = vec![];
     for _ in 0..20 {
-        keys.push(license(&s, &http, &token, &product).await.1);
+        keys.push(s.license(&http, &token, &product).await.1);
     }
     let keys = Arc::new(keys);
 
@@ -802,8 +766,8 @@ async fn sqlite_on_a_full_disk_answers_503_and_is_never_corrupt() {
     let mut s = d.start(&[("ECOSIRE_RATE_LIMITS", "off")]).await;
     let http = client();
     let token = s.admin_token(&http).await;
-    let product = product(&s, &http, &token, 1_000_000).await;
-    let (_, key) = license(&s, &http, &token, &product).await;
+    let product = s.product(&http, &token, 1_000_000).await;
+    let (_, key) = s.license(&http, &token, &product).await;
     let mut created = vec![];
     let (st, a) = activate(&s, &http, &key, "before").await;
     assert_eq!(st, 201, "{a}");
@@ -912,8 +876,8 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
     let mut s = d.start(&[("ECOSIRE_RATE_LIMITS", "off")]).await;
     let http = client();
     let token = s.admin_token(&http).await;
-    let product = product(&s, &http, &token, 1_000_000).await;
-    let (_, key) = license(&s, &http, &token, &product).await;
+    let product = s.product(&http, &token, 1_000_000).await;
+    let (_, key) = s.license(&http, &token, &product).await;
     let mut created = vec![];
     let (st, a) = activate(&s, &http, &key, "before").await;
     assert_eq!(st, 201, "{a}");

@@ -48,42 +48,6 @@ async fn two_instances() -> (Deployment, Server, Server) {
     (d, a, b)
 }
 
-async fn product(s: &Server, http: &reqwest::Client, token: &str, max: i64) -> String {
-    let name = format!("Product {}", uuid::Uuid::now_v7().simple());
-    let (st, p) = s
-        .post(
-            http,
-            "/api/products",
-            Some(token),
-            &json!({"name": name, "max_activations": max}),
-        )
-        .await;
-    assert_eq!(st, 201, "{p}");
-    p["id"].as_str().unwrap().to_string()
-}
-
-/// A new license of `product`: (id, key).
-async fn license(
-    s: &Server,
-    http: &reqwest::Client,
-    token: &str,
-    product: &str,
-) -> (String, String) {
-    let (st, l) = s
-        .post(
-            http,
-            "/api/licenses",
-            Some(token),
-            &json!({"product_id": product}),
-        )
-        .await;
-    assert_eq!(st, 201, "{l}");
-    (
-        l["id"].as_str().unwrap().to_string(),
-        l["key"].as_str().unwrap().to_string(),
-    )
-}
-
 async fn validate(s: &Server, http: &reqwest::Client, key: &str) -> String {
     let (st, v) = s
         .post(http, "/api/licenses/validate", None, &json!({"key": key}))
@@ -148,7 +112,7 @@ async fn a_revocation_through_one_instance_reaches_the_other_within_a_second_eve
     let (_d, a, b) = two_instances().await;
     let http = client();
     let token = a.admin_token(&http).await;
-    let product = product(&a, &http, &token, 3).await;
+    let product = a.product(&http, &token, 3).await;
     const TRIES: usize = 100;
     let hits_before = b
         .metric(&http, "ecosire_license_cache_hits_total", "")
@@ -158,7 +122,7 @@ async fn a_revocation_through_one_instance_reaches_the_other_within_a_second_eve
     let mut after_answer = Vec::with_capacity(TRIES);
     let mut after_send = Vec::with_capacity(TRIES);
     for _ in 0..TRIES {
-        let (id, key) = license(&a, &http, &token, &product).await;
+        let (id, key) = a.license(&http, &token, &product).await;
         // Warm both caches: B's second answer comes from its cache.
         assert_eq!(validate(&a, &http, &key).await, "VALID");
         assert_eq!(validate(&b, &http, &key).await, "VALID");
@@ -272,11 +236,11 @@ async fn a_killed_listen_connection_reconnects_and_nothing_stale_is_served_meanw
     let (d, a, b) = two_instances().await;
     let http = client();
     let token = a.admin_token(&http).await;
-    let product = product(&a, &http, &token, 3).await;
+    let product = a.product(&http, &token, 3).await;
     let mut pg = sqlx::PgConnection::connect(&d.database_url).await.unwrap();
     let mut keys = vec![];
     for _ in 0..4 {
-        let (id, key) = license(&a, &http, &token, &product).await;
+        let (id, key) = a.license(&http, &token, &product).await;
         assert_eq!(validate(&b, &http, &key).await, "VALID");
         keys.push((id, key));
     }
@@ -386,14 +350,14 @@ async fn sixty_parallel_activations_over_two_instances_take_exactly_three_seats(
     let (d, a, b) = two_instances().await;
     let http = client();
     let token = a.admin_token(&http).await;
-    let product = product(&a, &http, &token, 3).await;
+    let product = a.product(&http, &token, 3).await;
     let a = Arc::new(a);
     let b = Arc::new(b);
     let mut pg = sqlx::PgConnection::connect(&d.database_url).await.unwrap();
     const N: usize = 60;
     const ROUNDS: usize = 5;
     for round in 0..ROUNDS {
-        let (id, key) = license(&a, &http, &token, &product).await;
+        let (id, key) = a.license(&http, &token, &product).await;
         // Both instances know the license before the race.
         assert_eq!(validate(&a, &http, &key).await, "VALID");
         assert_eq!(validate(&b, &http, &key).await, "VALID");
@@ -501,7 +465,7 @@ async fn two_dispatchers_deliver_each_event_exactly_once() {
         )
         .await;
     assert_eq!(st, 201, "{ep}");
-    let product = product(&a, &http, &token, 3).await;
+    let product = a.product(&http, &token, 3).await;
     let mut pg = sqlx::PgConnection::connect(&d.database_url).await.unwrap();
 
     // Lifecycle events through both instances, in rounds of four made at once (a license created
@@ -512,8 +476,8 @@ async fn two_dispatchers_deliver_each_event_exactly_once() {
     let mut events = 0;
     loop {
         let (x, _) = tokio::join!(
-            license(&a, &http, &token, &product),
-            license(&b, &http, &token, &product)
+            a.license(&http, &token, &product),
+            b.license(&http, &token, &product)
         );
         let (s1, r1) = a
             .post(

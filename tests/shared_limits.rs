@@ -121,21 +121,6 @@ async fn ready_until(http: &reqwest::Client, s: &Server, ok: impl Fn(&str) -> bo
     }
 }
 
-/// A sample of `/metrics` (unlabelled series).
-async fn metric(http: &reqwest::Client, s: &Server, name: &str) -> f64 {
-    let text = http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 /// Validations alternating between two instances get one budget through Redis — exactly the
 /// configured 10, with one countdown of `X-RateLimit-Remaining` — and 40 validations racing on
 /// both instances at once get exactly 10 too. Without Redis, the same pair grants 10 each.
@@ -158,7 +143,7 @@ async fn per_minute_limits_are_one_budget_across_instances_through_redis() {
     let b = d.start(&env).await;
     for s in [&a, &b] {
         assert_eq!(rate_limits(&ready(&http, s).await), "shared (redis)");
-        assert_eq!(metric(&http, s, "ecosire_rate_limit_shared").await, 1.0);
+        assert_eq!(s.metric(&http, "ecosire_rate_limit_shared", "").await, 1.0);
     }
 
     let key = license_key(&http, &a).await;
@@ -193,7 +178,8 @@ async fn per_minute_limits_are_one_budget_across_instances_through_redis() {
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (10, 30), "{statuses:?}");
     assert_eq!(
-        metric(&http, &a, "ecosire_rate_limit_local_fallbacks_total").await,
+        a.metric(&http, "ecosire_rate_limit_local_fallbacks_total", "")
+            .await,
         0.0
     );
     drop((a, b));
@@ -252,8 +238,12 @@ async fn an_unreachable_redis_leaves_local_limits_and_says_so() {
         v
     };
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
-    assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 0.0);
-    assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 6.0);
+    assert_eq!(s.metric(&http, "ecosire_rate_limit_shared", "").await, 0.0);
+    assert!(
+        s.metric(&http, "ecosire_rate_limit_local_fallbacks_total", "")
+            .await
+            >= 6.0
+    );
     let log = s.log_lines();
     let warnings = log
         .iter()
@@ -304,7 +294,11 @@ async fn a_redis_that_never_answers_means_local_limits_without_waiting() {
     let took = started.elapsed();
     eprintln!("20 requests with a silent Redis: {took:?}");
     assert!(took < Duration::from_secs(2), "20 requests took {took:?}");
-    assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 20.0);
+    assert!(
+        s.metric(&http, "ecosire_rate_limit_local_fallbacks_total", "")
+            .await
+            >= 20.0
+    );
 }
 
 /// A private Redis, killed and started again on the same port: shared limits, then local ones
@@ -340,14 +334,18 @@ async fn limits_go_local_while_redis_is_away_and_shared_when_it_returns() {
     let mode = ready_until(&http, &s, |m| m.starts_with("local (redis unreachable")).await;
     eprintln!("Redis killed: {mode}");
     assert!(mode.starts_with("local (redis unreachable: "), "{mode}");
-    assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 0.0);
-    assert!(metric(&http, &s, "ecosire_rate_limit_local_fallbacks_total").await >= 4.0);
+    assert_eq!(s.metric(&http, "ecosire_rate_limit_shared", "").await, 0.0);
+    assert!(
+        s.metric(&http, "ecosire_rate_limit_local_fallbacks_total", "")
+            .await
+            >= 4.0
+    );
 
     redis.restart().await;
     let back = Instant::now();
     ready_until(&http, &s, |m| m == "shared (redis)").await;
     eprintln!("shared again {:?} after Redis answered", back.elapsed());
-    assert_eq!(metric(&http, &s, "ecosire_rate_limit_shared").await, 1.0);
+    assert_eq!(s.metric(&http, "ecosire_rate_limit_shared", "").await, 1.0);
     assert!(!redis.exists(&bucket).await, "a fresh Redis");
     assert_eq!(validate(&http, &s, "not-a-key").await.0, 200);
     assert!(redis.exists(&bucket).await, "checks run in Redis again");

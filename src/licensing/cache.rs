@@ -190,7 +190,14 @@ pub struct LicenseCache {
     all: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// When a load last found the database unavailable, and why: for `BREAKER` after that, a
+    /// miss fails at once instead of waiting out the pool's acquire timeout again. Without it the
+    /// requests queued behind one key's load would each wait a full timeout in turn.
+    breaker: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+/// How long a load that found the database unavailable makes other misses fail fast.
+const BREAKER: Duration = Duration::from_secs(1);
 
 impl Default for LicenseCache {
     fn default() -> Self {
@@ -220,7 +227,24 @@ impl LicenseCache {
             all: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            breaker: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Loads a snapshot unless the database was found unavailable less than `BREAKER` ago.
+    async fn load_or_fail_fast(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, Error> {
+        if let Some((at, cause)) = &*self.breaker.lock().expect("breaker")
+            && at.elapsed() < BREAKER
+        {
+            return Err(Error::DbUnavailable {
+                cause: cause.clone(),
+            });
+        }
+        let loaded = self.load(db, digest).await;
+        if let Err(Error::DbUnavailable { cause }) = &loaded {
+            *self.breaker.lock().expect("breaker") = Some((Instant::now(), cause.clone()));
+        }
+        loaded
     }
 
     fn now_s(&self) -> u32 {
@@ -279,7 +303,7 @@ impl LicenseCache {
         let c = match self.cache.get_value_or_guard_async(digest).await {
             Ok(c) => c,
             Err(guard) => {
-                let c = self.load(db, digest).await?;
+                let c = self.load_or_fail_fast(db, digest).await?;
                 let _ = guard.insert(c.clone());
                 c
             }
@@ -288,7 +312,7 @@ impl LicenseCache {
             return Ok(c.snap);
         }
         // A shared load began before a write we know of: read again, past the cache.
-        let c = self.load(db, digest).await?;
+        let c = self.load_or_fail_fast(db, digest).await?;
         self.cache.insert(*digest, c.clone());
         Ok(c.snap)
     }

@@ -211,6 +211,43 @@ impl Server {
             .sum()
     }
 
+    /// A new product with `max` seats per license (admin `token`): its id.
+    pub async fn product(&self, http: &reqwest::Client, token: &str, max: i64) -> String {
+        let name = format!("Product {}", uuid::Uuid::now_v7().simple());
+        let (st, p) = self
+            .post(
+                http,
+                "/api/products",
+                Some(token),
+                &json!({"name": name, "max_activations": max}),
+            )
+            .await;
+        assert_eq!(st, 201, "{p}");
+        p["id"].as_str().unwrap().to_string()
+    }
+
+    /// A new license of `product` (admin `token`): (id, key).
+    pub async fn license(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+        product: &str,
+    ) -> (String, String) {
+        let (st, l) = self
+            .post(
+                http,
+                "/api/licenses",
+                Some(token),
+                &json!({"product_id": product}),
+            )
+            .await;
+        assert_eq!(st, 201, "{l}");
+        (
+            l["id"].as_str().unwrap().to_string(),
+            l["key"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// The log lines written so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
