@@ -43,28 +43,6 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// The first log line from index `from` on that contains every one of `words`, waiting a little
-/// for it (the log is read from the process's stderr on another thread).
-async fn log_line(s: &Server, from: usize, words: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = s.log_lines();
-        if let Some(l) = log
-            .iter()
-            .skip(from)
-            .find(|l| words.iter().all(|w| l.contains(w)))
-        {
-            return l.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {words:?}:\n{}",
-            log.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A webhook receiver on loopback that records every event body it is sent.
 struct Receiver {
     url: String,
@@ -646,7 +624,8 @@ async fn postgres_restart_under_load_fails_fast_and_recovers_by_itself() {
         .iter()
         .filter(|x| x.started >= stopped && x.started + x.took <= restarting && x.status < 300)
         .collect();
-    log_line(&s, 0, &["database unavailable", "answering 503"]).await;
+    s.log_line(0, &["database unavailable", "answering 503"])
+        .await;
     println!(
         "PostgreSQL stopped (pg_ctl stop -m fast took {:.0} ms): /api/ready 503 after {:.0} ms (cause: {cause}); \
          {} requests failed with 503 DATABASE_UNAVAILABLE during the outage in {:.0}–{:.0} ms (median {:.0} ms), {} answered from the cache",
@@ -811,12 +790,12 @@ async fn sqlite_on_a_full_disk_answers_503_and_is_never_corrupt() {
         .post(&http, "/api/licenses/validate", None, &json!({"key": key}))
         .await;
     assert_eq!((st, v["code"].as_str()), (200, Some("VALID")), "{v}");
-    let line = log_line(
-        &s,
-        0,
-        &["database unavailable", "disk is full", "answering 503"],
-    )
-    .await;
+    let line = s
+        .log_line(
+            0,
+            &["database unavailable", "disk is full", "answering 503"],
+        )
+        .await;
     println!(
         "full disk: {first_503} activations fitted after filling the disk, then 503; log: {line}"
     );
@@ -902,25 +881,13 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
         .post(&http, "/api/licenses/validate", None, &json!({"key": key}))
         .await;
     assert_eq!((st, v["code"].as_str()), (200, Some("VALID")), "{v}");
-    let live_line = log_line(&s, 0, &["database unavailable", "answering 503"]).await;
+    let live_line = s
+        .log_line(0, &["database unavailable", "answering 503"])
+        .await;
 
     // Writable again: the same process writes again.
     drop(guard);
-    created.push(
-        until(
-            Duration::from_secs(10),
-            "writes once the file is writable",
-            || {
-                let (s, http, key) = (&s, &http, &key);
-                async move {
-                    let (st, body) =
-                        activate(s, http, key, &format!("rw-{}", uuid::Uuid::now_v7())).await;
-                    (st == 201).then(|| body["activation"]["id"].as_str().unwrap().to_string())
-                }
-            },
-        )
-        .await,
-    );
+    created.push(writes_again(&s, &http, &key).await);
 
     // Started on a read-only file, the server serves reads and refuses writes the same way.
     s.kill9();
@@ -935,29 +902,30 @@ async fn sqlite_read_only_file_answers_503_and_is_never_corrupt() {
     let (st, body) = activate(&s, &http, &key, "ro-after-restart").await;
     assert_eq!(st, 503, "{body}");
     expect_unavailable(&body);
-    let restart_line = log_line(&s, logged, &["database is read-only", "answering 503"]).await;
+    let restart_line = s
+        .log_line(logged, &["database is read-only", "answering 503"])
+        .await;
     println!("read-only file under a running server: {live_line}");
     println!("server started on a read-only file: {restart_line}");
 
     // Writable again: this process, whose connections were opened read-only, writes again too
     // (a write refused as read-only retires the connections opened before it).
     drop(guard);
-    created.push(
-        until(
-            Duration::from_secs(10),
-            "writes once the file is writable",
-            || {
-                let (s, http, key) = (&s, &http, &key);
-                async move {
-                    let (st, body) =
-                        activate(s, http, key, &format!("rw2-{}", uuid::Uuid::now_v7())).await;
-                    (st == 201).then(|| body["activation"]["id"].as_str().unwrap().to_string())
-                }
-            },
-        )
-        .await,
-    );
+    created.push(writes_again(&s, &http, &key).await);
     s.kill9();
     assert_eq!(integrity(&db_path).await, "ok");
     assert_eq!(count_activations(&db_path, &created).await, created.len());
+}
+
+/// Waits (bounded) until an activation on `key` succeeds again: the id of the new activation.
+async fn writes_again(s: &Server, http: &reqwest::Client, key: &str) -> String {
+    until(
+        Duration::from_secs(10),
+        "writes once the file is writable",
+        || async move {
+            let (st, body) = activate(s, http, key, &format!("rw-{}", uuid::Uuid::now_v7())).await;
+            (st == 201).then(|| body["activation"]["id"].as_str().unwrap().to_string())
+        },
+    )
+    .await
 }

@@ -240,11 +240,26 @@ impl LicenseCache {
                 cause: cause.clone(),
             });
         }
-        let loaded = self.load(db, digest).await;
-        if let Err(Error::DbUnavailable { cause }) = &loaded {
-            *self.breaker.lock().expect("breaker") = Some((Instant::now(), cause.clone()));
+        match self.load(db, digest).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // Only a database that cannot be reached (refused or lost connection, shutting
+                // down) trips the breaker; a busy pool or a full connection table fails that one
+                // request alone.
+                let unreachable = match &e {
+                    sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+                    sqlx::Error::Database(d) => {
+                        matches!(d.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
+                    }
+                    _ => false,
+                };
+                let e = Error::from(e);
+                if let (true, Error::DbUnavailable { cause }) = (unreachable, &e) {
+                    *self.breaker.lock().expect("breaker") = Some((Instant::now(), cause.clone()));
+                }
+                Err(e)
+            }
         }
-        loaded
     }
 
     fn now_s(&self) -> u32 {
@@ -264,12 +279,10 @@ impl LicenseCache {
             && u64::from(self.now_s().saturating_sub(c.loaded_s)) < ttl.as_secs()
     }
 
-    async fn load(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, Error> {
+    async fn load(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, sqlx::Error> {
         let seq = self.seq.load(SeqCst);
         let loaded_s = self.now_s();
-        let snap = super::store::load_snapshot(db, &hex::encode(digest))
-            .await
-            .map_err(Error::from)?;
+        let snap = super::store::load_snapshot(db, &hex::encode(digest)).await?;
         Ok(Cached {
             seq,
             loaded_s,

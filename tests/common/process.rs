@@ -248,6 +248,29 @@ impl Server {
         )
     }
 
+    /// The first log line from index `from` on that contains every one of `words`, waiting up to
+    /// 5 s for it (the log is read from the process's stderr on another thread, and some lines
+    /// come from background tasks).
+    pub async fn log_line(&self, from: usize, words: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log_lines();
+            if let Some(l) = log
+                .iter()
+                .skip(from)
+                .find(|l| words.iter().all(|w| l.contains(w)))
+            {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {words:?}:\n{}",
+                log.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The log lines written so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
