@@ -166,7 +166,7 @@ mod tests {
     fn lines_are_kept_in_order_and_written_out_on_drop() {
         let (w, guard) = batched_stderr();
         for i in 0..1000 {
-            write!(Line::Batched(Arc::clone(&w.0)), "line {i}\n").unwrap();
+            writeln!(Line::Batched(Arc::clone(&w.0)), "line {i}").unwrap();
         }
         let buffered = {
             let b = w.0.buffer.lock().unwrap();

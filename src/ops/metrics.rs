@@ -48,8 +48,10 @@ struct Series {
 /// Series handles by route, then (method, status): registered once, so a request costs a map
 /// lookup and two atomic updates instead of building and hashing a labelled key per metric.
 /// Bounded: routes are templates, methods and statuses come from fixed sets.
-static SERIES: LazyLock<RwLock<HashMap<String, Vec<(&'static str, u16, Series)>>>> =
-    LazyLock::new(Default::default);
+static SERIES: LazyLock<RwLock<SeriesByRoute>> = LazyLock::new(Default::default);
+
+/// Route template → (method, status, handles).
+type SeriesByRoute = HashMap<String, Vec<(&'static str, u16, Series)>>;
 
 fn series(method: &'static str, route: &str, status: u16) -> Series {
     if let Some(list) = SERIES.read().expect("series").get(route)
