@@ -26,6 +26,8 @@ pub struct Config {
     /// `ECOSIRE_DB_ACQUIRE_TIMEOUT_S`: how long a request waits for a PostgreSQL connection
     /// before 503 `DATABASE_UNAVAILABLE`.
     pub db_acquire_timeout: Duration,
+    /// `ECOSIRE_DB_MAX_CONNECTIONS`: the PostgreSQL pool of this instance.
+    pub db_max_connections: u32,
     /// `ECOSIRE_KEYS_DIR`: the signing keys and the data key.
     pub keys_dir: PathBuf,
     /// `ECOSIRE_ADMIN_EMAIL`, normalised: the admin created at start (with `admin_password`).
@@ -102,6 +104,7 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_max_connections", &self.db_max_connections)
             .field("keys_dir", &self.keys_dir)
             .field("admin_email", &self.admin_email)
             .field("admin_password", &redact(&self.admin_password))
@@ -193,6 +196,7 @@ impl Default for Config {
             bind: "127.0.0.1:8080".parse().expect("static"),
             database_url: "sqlite://data/ecosire.db".into(),
             db_acquire_timeout: crate::db::DEFAULT_ACQUIRE_TIMEOUT,
+            db_max_connections: 16,
             keys_dir: "keys".into(),
             admin_email: None,
             admin_password: None,
@@ -304,6 +308,12 @@ pub fn variables() -> Vec<Variable> {
             value("3"),
             "10",
             "seconds a request waits for a PostgreSQL connection before 503 DATABASE_UNAVAILABLE",
+        ),
+        var(
+            "ECOSIRE_DB_MAX_CONNECTIONS",
+            value("16"),
+            "8",
+            "PostgreSQL connections this instance may open (plus one for LISTEN); N instances need N × (this + 1) within max_connections",
         ),
         var(
             "ECOSIRE_KEYS_DIR",
@@ -670,6 +680,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         c.db_acquire_timeout = self
             .seconds("ECOSIRE_DB_ACQUIRE_TIMEOUT_S", 1)?
             .unwrap_or(c.db_acquire_timeout);
+        c.db_max_connections = self
+            .count("ECOSIRE_DB_MAX_CONNECTIONS")?
+            .map_or(c.db_max_connections, |n| n.min(10_000) as u32);
         c.keys_dir = self.keys_dir();
         c.admin_email = self.parse("ECOSIRE_ADMIN_EMAIL", |v| {
             crate::http::checks::normalize_email(v)
@@ -905,8 +918,11 @@ mod tests {
             ("ECOSIRE_MAX_CONNECTIONS", "12"),
             ("ECOSIRE_HASH_CONCURRENCY", "3"),
             ("ECOSIRE_HASH_QUEUE_TIMEOUT_S", "0"),
+            ("ECOSIRE_DB_MAX_CONNECTIONS", "5"),
+            ("ECOSIRE_LICENSE_CACHE_CAPACITY", "1000"),
         ])
         .unwrap();
+        assert_eq!((c.db_max_connections, c.license_cache_capacity), (5, 1000));
         assert_eq!(
             (c.header_timeout, c.request_timeout, c.idle_timeout),
             (

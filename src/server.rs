@@ -121,7 +121,12 @@ async fn envelope(
 
 /// Connects the database, runs migrations, loads (or creates) the keys: everything `serve` needs.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let db = Db::connect_with(&config.database_url, config.db_acquire_timeout).await?;
+    let db = Db::connect_with(
+        &config.database_url,
+        config.db_acquire_timeout,
+        config.db_max_connections,
+    )
+    .await?;
     db.migrate().await?;
     // Asks the database first: keys are generated only while nothing in it needs them.
     let (keys, generated) = Keyring::load_for(&config.keys_dir, &db).await?;

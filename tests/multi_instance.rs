@@ -18,6 +18,9 @@ const ENV: &[(&str, &str)] = &[
     ("ECOSIRE_RATE_LIMITS", "off"),
     ("ECOSIRE_WEBHOOK_ALLOW_PRIVATE", "true"),
     ("ECOSIRE_WEBHOOK_BACKOFF_BASE_S", "1"),
+    // Two instances per test, tests in parallel, one PostgreSQL (max_connections 100) shared
+    // with the rest of the suite: pools sized as docs/scaling.md says.
+    ("ECOSIRE_DB_MAX_CONNECTIONS", "8"),
 ];
 
 fn skip(test: &str) -> bool {

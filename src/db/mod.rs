@@ -125,11 +125,15 @@ impl Db {
     /// database as the user wrote it (password hidden) and the cause; an unreachable PostgreSQL
     /// is reported within a few seconds.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
-        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT, 16).await
     }
 
     /// `connect`, waiting at most `acquire_timeout` for a PostgreSQL connection per request.
-    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Result<Db> {
+    pub async fn connect_with(
+        url: &str,
+        acquire_timeout: Duration,
+        max_connections: u32,
+    ) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -201,7 +205,7 @@ impl Db {
                     }
                 }
                 let pool = AnyPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(max_connections.max(1))
                     .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await
