@@ -92,6 +92,19 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `ECOSIRE_REDIS_PREFIX`: the first part of every key the server writes to Redis.
     pub redis_prefix: String,
+    /// `ECOSIRE_PUBLIC_URL`, without a trailing slash: the base of links in emails.
+    pub public_url: Option<String>,
+    /// `ECOSIRE_SMTP_URL`: where mail goes; unset: `.eml` files in `data_dir()/mail`.
+    pub smtp_url: Option<String>,
+    /// `ECOSIRE_MAIL_FROM`: the sender of every message.
+    pub mail_from: String,
+    /// The first retry delay of a message that could not be sent; each next one doubles (not an
+    /// env variable; tests shorten it).
+    pub mail_backoff_base: Duration,
+    /// `STRIPE_SECRET_KEY`: reads a checkout's line items from Stripe's API.
+    pub stripe_secret_key: Option<String>,
+    /// `STRIPE_API_BASE`, without a trailing slash: Stripe's API (a local stand-in in tests).
+    pub stripe_api_base: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -140,9 +153,18 @@ impl std::fmt::Debug for Config {
             .field("quota_plans", &plans)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
+            .field("mail_backoff_base", &self.mail_backoff_base)
+            .field("stripe_secret_key", &redact(&self.stripe_secret_key))
+            .field("stripe_api_base", &self.stripe_api_base)
             .finish()
     }
 }
+
+pub const DEFAULT_MAIL_FROM: &str = "ECOSIRE <noreply@localhost>";
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 /// A database URL with any password replaced, for logs.
 pub fn redact_url(url: &str) -> String {
@@ -228,6 +250,12 @@ impl Default for Config {
             limits: Default::default(),
             redis_url: None,
             redis_prefix: "ecosire".into(),
+            public_url: None,
+            smtp_url: None,
+            mail_from: DEFAULT_MAIL_FROM.into(),
+            mail_backoff_base: Duration::from_secs(30),
+            stripe_secret_key: None,
+            stripe_api_base: DEFAULT_STRIPE_API_BASE.into(),
         }
     }
 }
@@ -414,6 +442,36 @@ pub fn variables() -> Vec<Variable> {
             value("ecosire"),
             "ecosire-eu",
             "first part of every Redis key the server writes (deployments sharing one Redis)",
+        ),
+        var(
+            "ECOSIRE_PUBLIC_URL",
+            Computed("http:// + ECOSIRE_BIND"),
+            "https://licenses.example.com",
+            "the base of links in emails (verification, invitations, password reset)",
+        ),
+        var(
+            "ECOSIRE_SMTP_URL",
+            Unset,
+            "smtp://user:secret@mail.example.com:587",
+            "outgoing mail: smtp://user:pass@host:587 (STARTTLS), smtps://…:465, smtp://host:25?tls=none; unset: .eml files in data/mail/",
+        ),
+        var(
+            "ECOSIRE_MAIL_FROM",
+            value(DEFAULT_MAIL_FROM),
+            "Example Licensing <licenses@example.com>",
+            "the sender of every message",
+        ),
+        var(
+            "STRIPE_SECRET_KEY",
+            Unset,
+            "sk_live_…",
+            "with it, a checkout without metadata.productIds has its line items fetched from Stripe and mapped through stripe_price_ids",
+        ),
+        var(
+            "STRIPE_API_BASE",
+            value(DEFAULT_STRIPE_API_BASE),
+            "http://127.0.0.1:12111",
+            "Stripe's API, for line items (a local stand-in in tests)",
         ),
         var(
             "ECOSIRE_WEBHOOK_ALLOW_PRIVATE",
@@ -775,6 +833,35 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })? {
             c.redis_prefix = prefix;
         }
+        c.public_url = self.parse("ECOSIRE_PUBLIC_URL", |v| {
+            let u = url::Url::parse(v).map_err(|_| format!("'{v}' is not a URL"))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+                return Err(format!("expected http(s)://host[/path], got '{v}'"));
+            }
+            Ok(v.trim_end_matches('/').to_string())
+        })?;
+        c.smtp_url = self.parse("ECOSIRE_SMTP_URL", |v| {
+            crate::mail::transport::SmtpSpec::parse(v).map(|_| v.to_string())
+        })?;
+        if let Some(from) = self.parse("ECOSIRE_MAIL_FROM", |v| {
+            v.parse::<lettre::message::Mailbox>()
+                .map(|_| v.to_string())
+                .map_err(|_| {
+                    format!("expected an address such as 'Name <noreply@example.com>', got '{v}'")
+                })
+        })? {
+            c.mail_from = from;
+        }
+        c.stripe_secret_key = self.get("STRIPE_SECRET_KEY");
+        if let Some(base) = self.parse("STRIPE_API_BASE", |v| {
+            let u = url::Url::parse(v).map_err(|_| format!("'{v}' is not a URL"))?;
+            if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+                return Err(format!("expected http(s)://host, got '{v}'"));
+            }
+            Ok(v.trim_end_matches('/').to_string())
+        })? {
+            c.stripe_api_base = base;
+        }
         c.webhook_allow_private = self
             .bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE")?
             .unwrap_or(c.webhook_allow_private);
@@ -862,6 +949,18 @@ impl Config {
     /// Reads configuration through `get` (the environment in production, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Env(get).config()
+    }
+
+    /// The base of links in emails: `ECOSIRE_PUBLIC_URL`, else `http://` and the bind address.
+    pub fn public_base(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+
+    /// Where messages are written as `.eml` files when no SMTP server is configured.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.data_dir().join("mail")
     }
 
     /// The folder for files the server keeps beside its data (the generated admin password):
@@ -965,7 +1064,9 @@ mod tests {
             "ECOSIRE_TRUSTED_PROXIES"
         );
         assert_eq!(
-            from(&[("ECOSIRE_ADMIN_EMAIL", "a@b.c")]).unwrap_err().var,
+            from(&[("ECOSIRE_ADMIN_EMAIL", "ann@example.com")])
+                .unwrap_err()
+                .var,
             "ECOSIRE_ADMIN_PASSWORD"
         );
         assert_eq!(
@@ -1142,6 +1243,12 @@ impl Rule {
             period: Duration::from_secs(60),
         }
     }
+    pub const fn per_hour(limit: u32) -> Rule {
+        Rule {
+            limit,
+            period: Duration::from_secs(3600),
+        }
+    }
     /// Parses `30/min`, `5/s`, `1000/h`, `2000/day`.
     pub fn parse(s: &str) -> Option<Rule> {
         let (n, unit) = s.trim().split_once('/')?;
@@ -1167,6 +1274,9 @@ pub const BUCKETS: &[(&str, Rule)] = &[
     ("newsletter", Rule::per_minute(5)),
     ("login", Rule::per_minute(10)),
     ("register", Rule::per_minute(10)),
+    ("password_reset", Rule::per_minute(5)),
+    ("account_links", Rule::per_minute(10)),
+    ("mail_address", Rule::per_hour(5)),
     ("authenticated", Rule::per_minute(100)),
     ("anonymous", Rule::per_minute(300)),
 ];

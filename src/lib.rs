@@ -46,6 +46,7 @@ pub mod jws;
 pub mod keyring;
 pub mod licensing;
 pub mod logging;
+pub mod mail;
 pub mod modules;
 pub mod ops;
 pub mod server;

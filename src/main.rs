@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Account tools on the configured database, no server needed (the way back in after a lost
+    /// admin password).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Tools for building a webhook receiver.
@@ -86,6 +92,18 @@ enum KeysAction {
     Generate,
     /// Add a new license signing key; it signs from the next start, older ones stay published.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// List every user: id, email, role, plan, verified, disabled.
+    List,
+    /// Set the password of EMAIL's account (read from standard input, or asked twice at a
+    /// terminal) and end its sessions.
+    SetPassword { email: String },
+    /// Make EMAIL an active admin with a password read the same way: a new account, or an
+    /// existing one promoted and re-enabled.
+    CreateAdmin { email: String },
 }
 
 #[derive(Subcommand)]
@@ -266,6 +284,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             init_logging_from(&env)?;
             runtime()?.block_on(backup(&out, &env.keys_dir(), &database_url))
         }
+        Command::Users { action } => {
+            let database_url = env.database_url()?;
+            init_logging_from(&env)?;
+            runtime()?.block_on(users(action, &database_url))
+        }
         Command::Openapi => {
             out(serde_json::to_string_pretty(&ecosire::openapi())?)?;
             Ok(ExitCode::SUCCESS)
@@ -352,6 +375,71 @@ async fn backup(dir: &Path, keys_dir: &Path, database_url: &str) -> anyhow::Resu
         dir.display(),
         started.elapsed().as_secs_f64()
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A new password: asked twice without echo at a terminal, else the first line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(!line.is_empty(), "no password on standard input");
+    Ok(line)
+}
+
+async fn users(action: UsersAction, database_url: &str) -> anyhow::Result<ExitCode> {
+    use ecosire::accounts::recovery;
+    let db = ecosire::db::Db::connect(database_url).await?;
+    db.migrate().await?;
+    match action {
+        UsersAction::List => {
+            out(format!(
+                "{:<30} {:<32} {:<8} {:<10} {:<8} {:<8} created",
+                "id", "email", "role", "plan", "verified", "disabled"
+            ))?;
+            for u in recovery::list(&db).await? {
+                out(format!(
+                    "{:<30} {:<32} {:<8} {:<10} {:<8} {:<8} {}",
+                    u.id,
+                    u.email,
+                    u.role.as_str(),
+                    u.plan,
+                    if u.email_verified_at.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    if u.disabled.0 { "yes" } else { "no" },
+                    u.created_at.to_rfc3339()
+                ))?;
+            }
+        }
+        UsersAction::SetPassword { email } => {
+            let u = recovery::set_password(&db, &email, read_password()?).await?;
+            out(format!(
+                "password set for {} ({}); its sessions were ended",
+                u.email, u.id
+            ))?;
+        }
+        UsersAction::CreateAdmin { email } => {
+            let (u, created) = recovery::create_admin(&db, &email, read_password()?).await?;
+            out(if created {
+                format!("created admin {} ({})", u.email, u.id)
+            } else {
+                format!(
+                    "{} ({}) is now an active admin with the new password; its sessions were ended",
+                    u.email, u.id
+                )
+            })?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

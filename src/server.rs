@@ -144,6 +144,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         crate::accounts::passwords::Hasher::new(config.hash_concurrency, config.hash_queue_timeout);
     // Rendered answers get a fixed budget beside the snapshots: enough for every hot license.
     let licenses = LicenseCache::new(config.license_cache_capacity as u64, 64 << 20);
+    let mail = crate::mail::Mailer::from_config(&config)?;
     let state = AppState::new(App {
         config,
         db,
@@ -154,6 +155,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         events: Default::default(),
         http,
         hasher,
+        mail,
     });
     state.events.refresh(&state.db).await?;
     crate::events::endpoints::ensure_configured_endpoint(&state).await?;
@@ -260,6 +262,7 @@ pub fn spawn_background(
         state.clone(),
         stop.clone(),
     )));
+    tasks.push(tokio::spawn(crate::mail::run(state.clone(), stop.clone())));
     if let Some(rx) = state.events.take_validated_receiver() {
         tasks.push(tokio::spawn(crate::events::run_validated_writer(
             state.db.clone(),

@@ -27,6 +27,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Argon2 hashing with a bounded number of slots (memory: 19 MiB each).
     pub hasher: crate::accounts::passwords::Hasher,
+    /// Outgoing mail: the transport (SMTP or `.eml` files), the sender, the worker's bell.
+    pub mail: crate::mail::Mailer,
 }
 
 #[derive(Clone)]

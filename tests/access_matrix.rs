@@ -22,6 +22,8 @@ enum Policy {
     AdminOnly,
     /// Sessions and admin-scoped keys (API-key management).
     KeyManagement,
+    /// A signed-in person, never an API key (changing the password).
+    SessionOnly,
     /// Stripe's signature is the only credential: whoever calls without it gets 401
     /// `INVALID_SIGNATURE`, and no session or key changes that.
     StripeSigned,
@@ -50,6 +52,12 @@ const POLICIES: &[(&str, Policy)] = &[
     ("GET /api/ready", Public),
     ("POST /api/auth/logout", Authenticated),
     ("GET /api/auth/me", Authenticated),
+    ("POST /api/auth/verify-email", Authenticated),
+    ("POST /api/auth/password", SessionOnly),
+    // Emailed links and the reset request: the token, or nothing, is the credential.
+    ("POST /api/auth/verify-email/confirm", Public),
+    ("POST /api/auth/password-reset", Public),
+    ("POST /api/auth/password-reset/confirm", Public),
     ("GET /api/licenses", Authenticated),
     ("GET /api/orders", Authenticated),
     ("GET /api/subscriptions", Authenticated),
@@ -72,6 +80,8 @@ const POLICIES: &[(&str, Policy)] = &[
     ("DELETE /api/products/{id}", AdminOnly),
     ("GET /api/users", AdminOnly),
     ("GET /api/users/{id}", AdminOnly),
+    ("PATCH /api/users/{id}", AdminOnly),
+    ("DELETE /api/users/{id}", AdminOnly),
     ("GET /api/audit-log", AdminOnly),
     // API keys.
     ("POST /api/api-keys", KeyManagement),
@@ -231,6 +241,10 @@ fn expected(policy: Policy, who: Who, method: &Method) -> Expect {
         KeyManagement if !write => allowed,
         KeyManagement => match who {
             Who::Customer | Who::OtherCustomer | Who::Admin | Who::AdminScopedKey => allowed,
+            _ => FORBIDDEN,
+        },
+        SessionOnly => match who {
+            Who::Customer | Who::OtherCustomer | Who::Admin => allowed,
             _ => FORBIDDEN,
         },
     }
@@ -422,7 +436,19 @@ impl World {
                     .await;
                 r.expect(201)["id"].as_str().unwrap().to_string()
             }
-            "users" => self.customer.clone(),
+            // A user of its own each time: a PATCH or DELETE may disable or erase it.
+            "users" => {
+                let email = format!("u-{}@example.com", uuid::Uuid::now_v7().simple());
+                let r = self
+                    .app
+                    .post(
+                        "/api/auth/register",
+                        json!({"email": email, "password": "password-123", "name": "Target"}),
+                        None,
+                    )
+                    .await;
+                r.expect(201)["user"]["id"].as_str().unwrap().to_string()
+            }
             "orders" => self.order.clone(),
             "subscriptions" => self.subscription.clone(),
             _ => "zzz_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4".to_string(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::users::{self, User};
+use super::users::{self, User, UserEnvelope};
 use crate::auth::limits::{Login, PerIp, Register};
 use crate::auth::{COOKIE_NAME, Principal, Role, SESSION_AUDIENCE, SessionClaims};
 use crate::crypto::{random_base62, sha256_hex};
@@ -117,6 +117,13 @@ pub async fn login(
         return Err(bad());
     };
     let user = user.user;
+    // Told only to someone who knows the password.
+    if user.disabled.0 {
+        return Err(Error::forbidden(
+            "ACCOUNT_DISABLED",
+            "This account is disabled; ask an administrator",
+        ));
+    }
     let token = start_session(&state, &user.id).await?;
     let mut res = Json(LoginResponse {
         token: token.clone(),
@@ -179,11 +186,6 @@ pub struct RegisterRequest {
     pub name: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserEnvelope {
-    pub user: User,
-}
-
 /// Creates a customer account (unless `ECOSIRE_REGISTRATION=off`).
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = UserEnvelope), (status = 403, description = "REGISTRATION_CLOSED", body = crate::error::Problem),
@@ -207,8 +209,10 @@ pub async fn register(
     c.finish()?;
     let email = email.expect("checked");
     let hash = state.hasher.hash(req.password).await?;
+    // The account and its verification link exist together or not at all.
+    let mut tx = state.db.begin().await?;
     let user = users::insert_with_trust(
-        &state,
+        &mut tx,
         &email,
         req.name.trim(),
         Some(&hash),
@@ -217,22 +221,15 @@ pub async fn register(
     )
     .await?
     .ok_or_else(|| Error::conflict("EMAIL_TAKEN", "An account with this email exists"))?;
+    super::mailings::verification(&state, &mut tx, &user.user.id, &email, &user.user.name).await?;
+    tx.commit().await?;
+    state.mail.wake.notify_one();
     Ok((
         StatusCode::CREATED,
         Json(UserEnvelope { user: user.view() }),
     ))
 }
 
-/// Secrets in these types (passwords, session ids, tokens) never reach a log through `Debug`.
-macro_rules! redacted_debug {
-    ($t:ty, $($field:ident),*) => {
-        impl std::fmt::Debug for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($t))$(.field(stringify!($field), &self.$field))*.finish_non_exhaustive()
-            }
-        }
-    };
-}
 redacted_debug!(SessionClaims, sub, iat, exp);
 redacted_debug!(LoginRequest, email);
 redacted_debug!(LoginResponse, user);

@@ -1,7 +1,9 @@
-//! Users: the admin bootstrap, lookups, and the admin listing.
+//! Users: the admin bootstrap, lookups, ownership by verified address, and the admin listing,
+//! changes and erasure.
 
 use axum::extract::State;
-use serde::Serialize;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -21,7 +23,7 @@ pub struct UserRow {
     pub password_hash: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, email_verified_at, disabled, created_at, updated_at";
 
 /// The user object (never the password hash), decoded straight from its row.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -34,6 +36,12 @@ pub struct User {
     pub role: Role,
     #[schema(example = "free")]
     pub plan: String,
+    /// When the address was confirmed (a verification link, a password set from an emailed
+    /// link); null until then.
+    pub email_verified_at: Option<Timestamp>,
+    /// A disabled user's sessions and API keys are refused.
+    #[schema(value_type = bool)]
+    pub disabled: crate::db::Flag,
     pub created_at: Timestamp,
 }
 
@@ -77,12 +85,21 @@ pub async fn insert(
     password_hash: Option<&str>,
     role: Role,
 ) -> Result<Option<UserRow>> {
-    insert_with_trust(state, email, name, password_hash, role, EmailTrust::Server).await
+    let mut conn = state.db.pool.acquire().await?;
+    insert_with_trust(
+        &mut conn,
+        email,
+        name,
+        password_hash,
+        role,
+        EmailTrust::Server,
+    )
+    .await
 }
 
 /// Inserts a user; `None` when the email is taken.
 pub async fn insert_with_trust(
-    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
     email: &str,
     name: &str,
     password_hash: Option<&str>,
@@ -102,14 +119,63 @@ pub async fn insert_with_trust(
     .bind(role.as_str())
     .bind(i64::from(trust == EmailTrust::SelfRegistered))
     .bind(now)
-    .execute(&state.db.pool)
+    .execute(&mut *conn)
     .await
     .map(|_| true)
     .on_unique(|| Ok(false))?;
     if !res {
         return Ok(None);
     }
-    find_by_id(state, &id).await
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    Ok(Some(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await?,
+    ))
+}
+
+/// Marks `user_id`'s address `email` verified and hands it what was waiting for that address:
+/// licenses granted to it (answers their key digests, for the cache) and orders bought with it.
+pub async fn mark_verified(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    email: &str,
+) -> Result<Vec<String>> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2), updated_at = $2 WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let digests: Vec<String> = sqlx::query_scalar(
+        "UPDATE licenses SET user_id = $1, granted_email = NULL, updated_at = $3 \
+         WHERE granted_email = $2 AND user_id IS NULL RETURNING key_digest",
+    )
+    .bind(user_id)
+    .bind(email)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE orders SET user_id = $1, updated_at = $3 WHERE email = $2 AND user_id IS NULL",
+    )
+    .bind(user_id)
+    .bind(email)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE subscriptions SET user_id = $1, updated_at = $2 WHERE user_id IS NULL \
+         AND id IN (SELECT subscription_id FROM orders WHERE user_id = $1)",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(digests)
 }
 
 /// The account that owns what is granted to `email` (a license created by an admin for an
@@ -197,7 +263,7 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<Bootstrap> {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users))
-        .routes(routes!(get_user))
+        .routes(routes!(get_user, patch_user, delete_user))
 }
 
 /// Lists users (admin).
@@ -235,4 +301,182 @@ pub async fn get_user(
         .await?
         .ok_or_else(|| Error::no_such("User"))?;
     Ok(Json(user.view()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchUser {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    /// A plan of `ECOSIRE_QUOTA_PLANS` (it picks the daily quota).
+    #[schema(example = "pro")]
+    pub plan: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    pub user: User,
+}
+
+/// The last active admin cannot lose that: 409 `LAST_ADMIN`.
+fn last_admin() -> Error {
+    Error::conflict(
+        "LAST_ADMIN",
+        "This is the last active admin; make another admin first",
+    )
+}
+
+/// Locks the user's row and, when the change would leave no active admin, refuses it. The
+/// active admins are locked together (PostgreSQL; SQLite's write transaction holds the whole
+/// database), so two admins demoting each other at once cannot both succeed.
+async fn lock_for_change(
+    state: &AppState,
+    tx: &mut crate::db::Tx,
+    id: &str,
+    loses_admin: impl Fn(&UserRow) -> bool,
+) -> Result<UserRow> {
+    let lock = state.db.row_lock();
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1{lock}");
+    let user: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::no_such("User"))?;
+    let active_admin = user.user.role == Role::Admin && !user.user.disabled.0;
+    if active_admin && loses_admin(&user) {
+        let sql = format!("SELECT id FROM users WHERE role = 'admin' AND disabled = 0{lock}");
+        let admins: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut **tx)
+            .await?;
+        if !admins.iter().any(|a| a != id) {
+            return Err(last_admin());
+        }
+    }
+    Ok(user)
+}
+
+/// Changes a user (admin): name, role, plan, disabled.
+///
+/// A disabled user's sessions and API keys are refused at once (401). The last active admin
+/// cannot be demoted or disabled: 409 `LAST_ADMIN`.
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
+    request_body = PatchUser,
+    responses((status = 200, body = UserEnvelope), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "LAST_ADMIN", body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn patch_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Json(req): Json<PatchUser>,
+) -> Result<Json<UserEnvelope>> {
+    let mut c = crate::http::checks::Checks::new();
+    if let Some(n) = &req.name {
+        c.len(n.trim(), "name", 1, 200);
+    }
+    if let Some(p) = &req.plan {
+        c.check(
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "plan",
+            "a plan name: letters, digits, - and _",
+        );
+    }
+    c.finish()?;
+    let mut tx = state.db.begin().await?;
+    let demoted = req.role == Some(Role::Customer);
+    let disabling = req.disabled == Some(true);
+    let user = lock_for_change(&state, &mut tx, &id, |_| demoted || disabling).await?;
+    sqlx::query(
+        "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role), plan = COALESCE($4, plan), \
+         disabled = COALESCE($5, disabled), updated_at = $6 WHERE id = $1",
+    )
+    .bind(&user.user.id)
+    .bind(req.name.as_deref().map(str::trim))
+    .bind(req.role.map(Role::as_str))
+    .bind(req.plan.as_deref())
+    .bind(req.disabled.map(i64::from))
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let user = find_by_id(&state, &id)
+        .await?
+        .ok_or_else(|| Error::no_such("User"))?;
+    Ok(Json(UserEnvelope { user: user.view() }))
+}
+
+/// Erases a user's personal data (admin).
+///
+/// The email becomes `deleted+<id>@invalid`, the name is cleared, sessions, API keys, pending
+/// messages and links end, support tickets lose their contact fields and orders their email;
+/// licenses and orders stay for the books. The last active admin cannot be deleted: 409
+/// `LAST_ADMIN`.
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 204, description = "Erased"), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "LAST_ADMIN", body = crate::error::Problem)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    let user = lock_for_change(&state, &mut tx, &id, |_| true).await?;
+    let old_email = user.user.email.clone();
+    let now = now_ms();
+    let erased = format!("deleted+{id}@invalid");
+    sqlx::query(
+        "UPDATE users SET email = $2, name = '', password_hash = NULL, disabled = 1, email_verified_at = NULL, \
+         updated_at = $3 WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(&erased)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    for sql in [
+        "DELETE FROM sessions WHERE user_id = $1",
+        "DELETE FROM account_tokens WHERE user_id = $1",
+        "DELETE FROM mail_outbox WHERE user_id = $1",
+    ] {
+        sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    // Tickets filed by the person, by account or by address, keep their text for the books but
+    // lose who filed them.
+    sqlx::query(
+        "UPDATE support_tickets SET email = $2, user_id = NULL, updated_at = $4 WHERE user_id = $1 OR email = $3",
+    )
+    .bind(&id)
+    .bind(&erased)
+    .bind(&old_email)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE orders SET email = NULL, updated_at = $3 WHERE user_id = $1 OR email = $2")
+        .bind(&id)
+        .bind(&old_email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let digests: Vec<String> = sqlx::query_scalar(
+        "UPDATE licenses SET granted_email = NULL, updated_at = $2 WHERE granted_email = $1 RETURNING key_digest",
+    )
+    .bind(&old_email)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for d in &digests {
+        state.licenses.changed(&state.db, d).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -150,7 +150,7 @@ pub async fn authenticate(state: &AppState, token: &ApiKeyToken) -> Result<Optio
     }
     let row: Option<Row> = sqlx::query_as(
         "SELECT k.id, k.user_id, k.scope, k.environment, k.expires_at, k.revoked_at, u.role, u.plan \
-         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1",
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_digest = $1 AND u.disabled = 0",
     )
     .bind(token.digest())
     .fetch_optional(&state.db.pool)
@@ -201,7 +201,7 @@ pub async fn check_session(state: &AppState, token: &str) -> Result<Option<Sessi
     let digest = sha256_hex(claims.sid.as_bytes());
     let row: Option<(String, String, String)> = sqlx::query_as(
         "SELECT u.id, u.role, u.plan FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.id_digest = $1 AND s.expires_at > $2",
+         WHERE s.id_digest = $1 AND s.expires_at > $2 AND u.disabled = 0",
     )
     .bind(&digest)
     .bind(now)

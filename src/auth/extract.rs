@@ -74,6 +74,9 @@ impl Principal {
         self.role == Role::Admin
     }
     /// The stored digest of the login session behind this request, if it came with one.
+    pub fn is_session(&self, _method: &Method) -> bool {
+        self.session_digest().is_some()
+    }
     pub fn session_digest(&self) -> Option<&str> {
         match &self.credential {
             Credential::Session { digest } => Some(digest),
@@ -335,6 +338,12 @@ guard!(
     Admin,
     "This action needs an admin",
     Principal::is_admin
+);
+guard!(
+    /// A person signed in with a session, never an API key (changing the password).
+    SessionUser,
+    "This needs a signed-in session, not an API key",
+    Principal::is_session
 );
 guard!(
     /// A caller who may manage API keys: a login session or an admin-scoped key; any key may read.

@@ -88,6 +88,10 @@ buckets! {
     Crm = "crm";
     /// `POST /api/newsletter/subscribe`.
     Newsletter = "newsletter";
+    /// `POST /api/auth/password-reset`.
+    PasswordReset = "password_reset";
+    /// The routes that take an emailed token: `…/verify-email/confirm`, `…/password-reset/confirm`.
+    AccountLinks = "account_links";
 }
 
 /// Charges the request to the per-IP bucket `B`, before the body is read.

@@ -12,4 +12,6 @@ pub mod limits;
 pub use credentials::{
     ApiKeyToken, Environment, Role, SESSION_AUDIENCE, Scope, SessionClaims, SessionInfo,
 };
-pub use extract::{Admin, COOKIE_NAME, Credential, KeyManager, MaybePrincipal, Principal};
+pub use extract::{
+    Admin, COOKIE_NAME, Credential, KeyManager, MaybePrincipal, Principal, SessionUser,
+};

@@ -15,6 +15,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Transaction};
 
 mod claim;
 mod decode;
+pub use decode::Flag;
 pub mod list;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,8 +86,13 @@ impl Checks {
     }
 }
 
-/// Trims and lower-cases an email; `None` unless it looks like a deliverable address.
+/// Trims and lower-cases an email; `None` unless it looks like a deliverable address: no control
+/// character anywhere (a CR/LF could inject mail headers), a domain of well-formed labels, and an
+/// address the mailer can send to.
 pub fn normalize_email(input: &str) -> Option<String> {
+    if input.chars().any(|c| c.is_control()) {
+        return None;
+    }
     let e = input.trim().to_lowercase();
     if e.len() > 254
         || e.chars()
@@ -105,7 +110,18 @@ pub fn normalize_email(input: &str) -> Option<String> {
         && !domain.contains("..")
         && domain
             .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        && domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(char::is_alphabetic))
+        && e.parse::<lettre::Address>().is_ok();
     ok.then_some(e)
 }
 
@@ -120,7 +136,21 @@ mod tests {
             Some("ann@example.com".into())
         );
         for bad in [
-            "", "ann", "ann@", "@x.io", "a@b", "a b@c.io", "a@b..io", "a@@b.io", "<a@b.io>",
+            "",
+            "ann",
+            "ann@",
+            "@x.io",
+            "a@b",
+            "a b@c.io",
+            "a@b..io",
+            "a@@b.io",
+            "<a@b.io>",
+            "a@b.io\r\n",
+            "a@b.io\nBcc: x@y.io",
+            "a@-b.io",
+            "a@b-.io",
+            "a@b.123",
+            "a@b.c",
         ] {
             assert_eq!(normalize_email(bad), None, "{bad}");
         }

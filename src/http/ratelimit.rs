@@ -167,6 +167,14 @@ impl Limits {
         }
     }
 
+    /// Takes one cell from the `mail_address` bucket of `email`: messages asked for one address
+    /// (a password reset, a new verification link), so nobody floods an inbox from many IPs. The
+    /// key is the address's digest: no address sits in memory or in Redis.
+    pub async fn check_address(&self, email: &str) -> Result<(), Error> {
+        let key = format!("addr:{}", crate::crypto::sha256_hex(email.as_bytes()));
+        self.check("mail_address", &key, None).await
+    }
+
     /// Takes one cell from `bucket` for `key`. `Err` carries the seconds until the next cell.
     /// Through Redis when it is configured and answers; else (and without a single await) from
     /// this instance's limiter.

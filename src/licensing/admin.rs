@@ -164,7 +164,18 @@ pub async fn create_license(
         subscription_id: None,
     };
     let (row, key) = lifecycle::create(&mut tx, &state.keys.data, new).await?;
+    // Granted to an address: its holder gets the key by mail (an invitation when new).
+    if let Some(e) = &email {
+        let granted = [crate::accounts::mailings::Granted {
+            product: product.name.clone(),
+            key: key.as_str().to_string(),
+        }];
+        crate::accounts::mailings::licenses_granted(&state, &mut tx, e, &granted).await?;
+    }
     tx.commit().await?;
+    if email.is_some() {
+        state.mail.wake.notify_one();
+    }
     // An unknown-key entry may be cached for this digest (someone guessed it): forget it.
     state.licenses.changed(&state.db, &row.key_digest).await;
     Ok((

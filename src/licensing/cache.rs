@@ -194,6 +194,10 @@ pub struct LicenseCache {
     /// miss fails at once instead of waiting out the pool's acquire timeout again. Without it the
     /// requests queued behind one key's load would each wait a full timeout in turn.
     breaker: std::sync::Mutex<Option<(Instant, String)>>,
+    /// Per shard of digests: the last load that found the database unavailable (its key, when,
+    /// why). A request queued behind that load for the same key fails with its answer instead of
+    /// loading again, so no request waits out more than one acquire timeout.
+    failed: Box<[std::sync::Mutex<Option<([u8; 32], Instant, String)>>]>,
 }
 
 /// How long a load that found the database unavailable makes other misses fail fast.
@@ -228,13 +232,28 @@ impl LicenseCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             breaker: std::sync::Mutex::new(None),
+            failed: (0..SHARDS).map(|_| std::sync::Mutex::new(None)).collect(),
         }
     }
 
-    /// Loads a snapshot unless the database was found unavailable less than `BREAKER` ago.
-    async fn load_or_fail_fast(&self, db: &Db, digest: &[u8; 32]) -> Result<Cached, Error> {
+    /// Loads a snapshot unless the database was found unavailable less than `BREAKER` ago, or
+    /// a load of this key that ended after `asked` (when this request began) found it so.
+    async fn load_or_fail_fast(
+        &self,
+        db: &Db,
+        digest: &[u8; 32],
+        asked: Instant,
+    ) -> Result<Cached, Error> {
         if let Some((at, cause)) = &*self.breaker.lock().expect("breaker")
             && at.elapsed() < BREAKER
+        {
+            return Err(Error::DbUnavailable {
+                cause: cause.clone(),
+            });
+        }
+        if let Some((key, at, cause)) = &*self.failed[shard(digest)].lock().expect("failed")
+            && key == digest
+            && *at >= asked
         {
             return Err(Error::DbUnavailable {
                 cause: cause.clone(),
@@ -254,8 +273,13 @@ impl LicenseCache {
                     _ => false,
                 };
                 let e = Error::from(e);
-                if let (true, Error::DbUnavailable { cause }) = (unreachable, &e) {
-                    *self.breaker.lock().expect("breaker") = Some((Instant::now(), cause.clone()));
+                if let Error::DbUnavailable { cause } = &e {
+                    let now = Instant::now();
+                    *self.failed[shard(digest)].lock().expect("failed") =
+                        Some((*digest, now, cause.clone()));
+                    if unreachable {
+                        *self.breaker.lock().expect("breaker") = Some((now, cause.clone()));
+                    }
                 }
                 Err(e)
             }
@@ -311,12 +335,13 @@ impl LicenseCache {
             self.cache.remove(digest);
         }
         self.misses.fetch_add(1, Relaxed);
+        let asked = Instant::now();
         // Concurrent misses for one key share a single query: the first takes the placeholder
-        // and loads, the others wait for its value (or, if its load fails, one of them retries).
+        // and loads, the others wait for its value (or, if its load fails, take its error).
         let c = match self.cache.get_value_or_guard_async(digest).await {
             Ok(c) => c,
             Err(guard) => {
-                let c = self.load_or_fail_fast(db, digest).await?;
+                let c = self.load_or_fail_fast(db, digest, asked).await?;
                 let _ = guard.insert(c.clone());
                 c
             }
@@ -325,7 +350,7 @@ impl LicenseCache {
             return Ok(c.snap);
         }
         // A shared load began before a write we know of: read again, past the cache.
-        let c = self.load_or_fail_fast(db, digest).await?;
+        let c = self.load_or_fail_fast(db, digest, asked).await?;
         self.cache.insert(*digest, c.clone());
         Ok(c.snap)
     }

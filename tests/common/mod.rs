@@ -3,6 +3,7 @@
 //! in-process through the router, or over a real socket with `spawn`.
 #![allow(dead_code)]
 
+pub mod mail;
 pub mod process;
 
 use std::time::Duration;
