@@ -98,6 +98,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// `ECOSIRE_MAIL_FROM`: the sender of every message.
     pub mail_from: String,
+    /// `ECOSIRE_MAIL_DIR`: where messages are written without SMTP (default: `mail/` beside the
+    /// SQLite database, `data/mail` with PostgreSQL).
+    pub mail_dir: Option<PathBuf>,
     /// The first retry delay of a message that could not be sent; each next one doubles (not an
     /// env variable; tests shorten it).
     pub mail_backoff_base: Duration,
@@ -156,6 +159,7 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("mail_from", &self.mail_from)
+            .field("mail_dir", &self.mail_dir)
             .field("mail_backoff_base", &self.mail_backoff_base)
             .field("stripe_secret_key", &redact(&self.stripe_secret_key))
             .field("stripe_api_base", &self.stripe_api_base)
@@ -253,6 +257,7 @@ impl Default for Config {
             public_url: None,
             smtp_url: None,
             mail_from: DEFAULT_MAIL_FROM.into(),
+            mail_dir: None,
             mail_backoff_base: Duration::from_secs(30),
             stripe_secret_key: None,
             stripe_api_base: DEFAULT_STRIPE_API_BASE.into(),
@@ -460,6 +465,12 @@ pub fn variables() -> Vec<Variable> {
             value(DEFAULT_MAIL_FROM),
             "Example Licensing <licenses@example.com>",
             "the sender of every message",
+        ),
+        var(
+            "ECOSIRE_MAIL_DIR",
+            Computed("mail/ beside the SQLite database (data/mail)"),
+            "/var/lib/ecosire/mail",
+            "where messages are written as .eml files when ECOSIRE_SMTP_URL is unset",
         ),
         var(
             "STRIPE_SECRET_KEY",
@@ -852,6 +863,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })? {
             c.mail_from = from;
         }
+        c.mail_dir = self.get("ECOSIRE_MAIL_DIR").map(PathBuf::from);
         c.stripe_secret_key = self.get("STRIPE_SECRET_KEY");
         if let Some(base) = self.parse("STRIPE_API_BASE", |v| {
             let u = url::Url::parse(v).map_err(|_| format!("'{v}' is not a URL"))?;
@@ -960,7 +972,9 @@ impl Config {
 
     /// Where messages are written as `.eml` files when no SMTP server is configured.
     pub fn mail_dir(&self) -> PathBuf {
-        self.data_dir().join("mail")
+        self.mail_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("mail"))
     }
 
     /// The folder for files the server keeps beside its data (the generated admin password):

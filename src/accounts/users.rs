@@ -327,16 +327,27 @@ fn last_admin() -> Error {
     )
 }
 
-/// Locks the user's row and, when the change would leave no active admin, refuses it. The
-/// active admins are locked together (PostgreSQL; SQLite's write transaction holds the whole
-/// database), so two admins demoting each other at once cannot both succeed.
+/// Locks the user's row and, when the change may take an admin away (`removes_admin`: a
+/// demotion, disabling, deletion) and would leave no active admin, refuses it. The active admins
+/// are locked first, all of them and in one order (PostgreSQL; SQLite's write transaction holds
+/// the whole database), so two admins demoting each other at once neither deadlock nor both
+/// succeed: the second sees the first's change.
 async fn lock_for_change(
     state: &AppState,
     tx: &mut crate::db::Tx,
     id: &str,
-    loses_admin: impl Fn(&UserRow) -> bool,
+    removes_admin: bool,
 ) -> Result<UserRow> {
     let lock = state.db.row_lock();
+    let admins: Vec<String> = if removes_admin {
+        let sql =
+            format!("SELECT id FROM users WHERE role = 'admin' AND disabled = 0 ORDER BY id{lock}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut **tx)
+            .await?
+    } else {
+        vec![]
+    };
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1{lock}");
     let user: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -344,14 +355,8 @@ async fn lock_for_change(
         .await?
         .ok_or_else(|| Error::no_such("User"))?;
     let active_admin = user.user.role == Role::Admin && !user.user.disabled.0;
-    if active_admin && loses_admin(&user) {
-        let sql = format!("SELECT id FROM users WHERE role = 'admin' AND disabled = 0{lock}");
-        let admins: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut **tx)
-            .await?;
-        if !admins.iter().any(|a| a != id) {
-            return Err(last_admin());
-        }
+    if removes_admin && active_admin && !admins.iter().any(|a| a != id) {
+        return Err(last_admin());
     }
     Ok(user)
 }
@@ -389,7 +394,7 @@ pub async fn patch_user(
     let mut tx = state.db.begin().await?;
     let demoted = req.role == Some(Role::Customer);
     let disabling = req.disabled == Some(true);
-    let user = lock_for_change(&state, &mut tx, &id, |_| demoted || disabling).await?;
+    let user = lock_for_change(&state, &mut tx, &id, demoted || disabling).await?;
     sqlx::query(
         "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role), plan = COALESCE($4, plan), \
          disabled = COALESCE($5, disabled), updated_at = $6 WHERE id = $1",
@@ -425,7 +430,7 @@ pub async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let mut tx = state.db.begin().await?;
-    let user = lock_for_change(&state, &mut tx, &id, |_| true).await?;
+    let user = lock_for_change(&state, &mut tx, &id, true).await?;
     let old_email = user.user.email.clone();
     let now = now_ms();
     let erased = format!("deleted+{id}@invalid");

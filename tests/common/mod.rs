@@ -107,6 +107,7 @@ impl TestApp {
             // Limits have their own tests; elsewhere many calls share one in-process "client".
             rate_limits: false,
             reaper_interval: Duration::from_secs(3600),
+            mail_dir: Some(dir.path().join("mail")),
             ..Config::default()
         };
         tweak(&mut config);
@@ -230,6 +231,36 @@ impl TestApp {
             .await
             .expect(201)
             .clone()
+    }
+
+    /// Sends what the outbox holds (as the mail worker would) and returns every message written
+    /// so far (the default transport: `.eml` files beside the database), oldest first.
+    pub async fn delivered_mail(&self) -> Vec<mail::Mail> {
+        while ecosire::mail::run_once(&self.state).await.unwrap() > 0 {}
+        mail::eml_messages(&self.state.config.mail_dir())
+    }
+
+    /// The messages to `to`, after waiting (bounded) until there are at least `n`: for requests
+    /// whose message is queued after the answer (a password reset).
+    pub async fn mail_to(&self, to: &str, n: usize) -> Vec<mail::Mail> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<mail::Mail> = self
+                .delivered_mail()
+                .await
+                .into_iter()
+                .filter(|m| m.to == to)
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} messages to {to}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Creates a license for `product_id` (admin) and returns the license object (with `key`).

@@ -296,6 +296,9 @@ async fn launch(
         .env("ECOSIRE_BIND", "127.0.0.1:0")
         .env("DATABASE_URL", database_url)
         .env("ECOSIRE_KEYS_DIR", keys_dir)
+        // Mail (no SMTP unless a test sets it) stays in the deployment's folder, whatever the
+        // database.
+        .env("ECOSIRE_MAIL_DIR", keys_dir.with_file_name("mail"))
         .env("ECOSIRE_ADMIN_EMAIL", ADMIN.0)
         .env("ECOSIRE_ADMIN_PASSWORD", ADMIN.1)
         .env("ECOSIRE_COOKIE_SECURE", "false")
