@@ -16,7 +16,12 @@
 //!   backend difference (write locks, claiming, notifications).
 //! - `auth`: credentials and principals, roles and scopes, the access extractors (`Admin`,
 //!   `Principal`, …), charging each request to its caller's limits, key usage and audit entries.
-//! - `accounts`: users, login sessions, passwords (bounded Argon2), API-key management.
+//! - `accounts`: users, login sessions, passwords (bounded Argon2), API-key management, the
+//!   single-use tokens of emailed links and the flows that use them (verification, invitation,
+//!   reset, change), the messages accounts get (`mailings`), the `ecosire users` tools.
+//! - `mail`: the mail outbox (queued in the causing transaction, sent with retries by a worker on
+//!   every instance), its transports (SMTP through lettre, `.eml` files) and the askama templates
+//!   in `src/templates/mail`; it knows no feature.
 //! - `licensing`: the read path (`validate`), the key holder's write path (`activate`), the one
 //!   writer of license state (`lifecycle`), the pure decision (`decide`), the snapshot cache,
 //!   tokens, the heartbeat `reaper`, license administration and products.

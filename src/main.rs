@@ -652,19 +652,25 @@ fn store_password(data_dir: &Path, password: &str) -> anyhow::Result<Option<Path
     Ok(Some(path))
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     let bind = config.bind;
     let cookie_secure = config.cookie_secure;
     let data_dir = config.data_dir();
     let banner = Banner {
         json: config.log_format == LogFormat::Json,
     };
-    let state = ecosire::build_state(config).await?;
-    let shutdown = ecosire::server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("ECOSIRE_BIND: cannot listen on {bind}: {e}"))?;
     let addr = listener.local_addr()?;
+    // Links in mail need an address people can open: without ECOSIRE_PUBLIC_URL, the one this
+    // server really listens on (the port chosen for :0 included).
+    let public_url_unset = config.public_url.is_none();
+    if public_url_unset {
+        config.public_url = Some(format!("http://{addr}"));
+    }
+    let state = ecosire::build_state(config).await?;
+    let shutdown = ecosire::server::shutdown_signal();
     let login = format!("POST http://{addr}/api/auth/login");
     // Everything that can fail comes before the address is announced: a start that says
     // "listening" has succeeded. So the admin is settled first, and told after.
@@ -700,6 +706,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(note) = password_note {
         // On the terminal, in JSON mode too: it is not the log stream.
         let _ = out(note);
+    }
+    banner.say(state.mail.transport.describe());
+    if public_url_unset && !addr.ip().is_loopback() {
+        banner.say(format!(
+            "note: links in mail start with http://{addr}; set ECOSIRE_PUBLIC_URL to the address people use"
+        ));
     }
     if cookie_secure && addr.ip().is_loopback() {
         banner.say(

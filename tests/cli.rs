@@ -745,3 +745,82 @@ async fn a_backup_taken_while_serving_restores_into_a_working_server() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
 }
+
+/// `ecosire users …` on the app's database, with `stdin` as standard input (a pipe: never a
+/// terminal, so the password is read from it).
+fn users_cmd(app: &common::TestApp, args: &[&str], stdin: &str) -> Output {
+    let mut child = ecosire(app.dir.path())
+        .env("DATABASE_URL", &app.state.config.database_url)
+        .arg("users")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_admin_password_is_recovered_from_the_command_line() {
+    let app = common::TestApp::new().await;
+    let admin = app.admin_token.clone();
+    // `users list` shows who is there.
+    let o = users_cmd(&app, &["list"], "");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(listing.contains(common::ADMIN_EMAIL) && listing.contains("admin"), "{listing}");
+
+    // set-password: the new one works, the old one and every session do not.
+    let o = users_cmd(&app, &["set-password", common::ADMIN_EMAIL], "recovered-pass-1\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sessions were ended"));
+    app.get("/api/auth/me", Some(&admin))
+        .await
+        .expect_problem(401, "UNAUTHENTICATED");
+    app.post(
+        "/api/auth/login",
+        serde_json::json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}),
+        None,
+    )
+    .await
+    .expect_problem(401, "INVALID_CREDENTIALS");
+    app.login(common::ADMIN_EMAIL, "recovered-pass-1").await;
+
+    // Bad input is named and changes nothing.
+    let o = users_cmd(&app, &["set-password", common::ADMIN_EMAIL], "short\n");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("8 to 1024"));
+    let o = users_cmd(&app, &["set-password", "nobody@example.com"], "long-enough-pass\n");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no user has the email"));
+
+    // create-admin: a new admin, or a customer (even a disabled one) made an active admin.
+    let o = users_cmd(&app, &["create-admin", "ops@example.com"], "ops-password-1\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ops = app.login("ops@example.com", "ops-password-1").await;
+    let me = app.get("/api/auth/me", Some(&ops)).await;
+    assert_eq!(me.expect(200)["user"]["role"], "admin");
+    assert!(me.body["user"]["email_verified_at"].is_string());
+    let (cid, _) = app.customer("cus@example.com").await;
+    app.call(
+        axum::http::Method::PATCH,
+        &format!("/api/users/{cid}"),
+        Some(serde_json::json!({"disabled": true})),
+        Some(&ops),
+    )
+    .await
+    .expect(200);
+    let o = users_cmd(&app, &["create-admin", "cus@example.com"], "cus-admin-pass\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = app.login("cus@example.com", "cus-admin-pass").await;
+    let me = app.get("/api/auth/me", Some(&s)).await;
+    assert_eq!(me.expect(200)["user"]["role"], "admin");
+    assert_eq!(me.body["user"]["disabled"], false);
+}

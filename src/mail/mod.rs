@@ -9,7 +9,8 @@ pub mod transport;
 
 use std::time::Duration;
 
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -121,7 +122,7 @@ pub async fn run_once(state: &AppState) -> Result<usize> {
     let n = claimed.len();
     let sends = claimed.into_iter().map(|c| async move {
         if let Err(e) = attempt(state, &c).await {
-            tracing::warn!(message = %c.id, error = %e, "mail attempt could not be recorded");
+            tracing::warn!(mail = %c.id, error = %e, "mail attempt could not be recorded");
         }
     });
     futures_util::future::join_all(sends).await;
@@ -139,11 +140,20 @@ fn build(mailer: &Mailer, id: &str, m: &Message) -> std::result::Result<lettre::
         .to(to)
         .subject(m.subject.clone())
         .message_id(Some(format!("<{id}@{domain}>")))
-        .multipart(MultiPart::alternative_plain_html(
-            m.text.clone(),
-            m.html.clone(),
-        ))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(part(ContentType::TEXT_PLAIN, &m.text))
+                .singlepart(part(ContentType::TEXT_HTML, &m.html)),
+        )
         .map_err(|e| format!("the message cannot be built: {e}"))
+}
+
+/// A part sent as plain 7-bit text when it is ASCII with short lines (so a link in an `.eml`
+/// file reads as it is, not quoted-printable), else encoded as lettre sees fit.
+fn part(content_type: ContentType, text: &str) -> SinglePart {
+    let body = Body::new_with_encoding(text.to_string(), ContentTransferEncoding::SevenBit)
+        .unwrap_or_else(|_| Body::new(text.to_string()));
+    SinglePart::builder().header(content_type).body(body)
 }
 
 fn backoff(base: Duration, attempts_made: i64) -> i64 {
@@ -191,13 +201,13 @@ async fn attempt(state: &AppState, c: &Claimed) -> Result<()> {
     };
     metrics::counter!("ecosire_mail_attempts_total", "outcome" => if outcome.is_ok() { "sent" } else { "failed" }).increment(1);
     match &outcome {
-        Ok(to) => tracing::info!(message = %c.id, kind = %c.kind, to = %to, "mail sent"),
+        Ok(to) => tracing::info!(mail = %c.id, kind = %c.kind, to = %to, "mail sent"),
         Err(e) if status == "failed" => {
             metrics::counter!("ecosire_mail_failed_total").increment(1);
-            tracing::error!(message = %c.id, kind = %c.kind, attempts, error = %e, "mail given up");
+            tracing::error!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail given up");
         }
         Err(e) => {
-            tracing::warn!(message = %c.id, kind = %c.kind, attempts, error = %e, "mail not sent; will retry")
+            tracing::warn!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail not sent; will retry")
         }
     }
     // Only while the lease is still ours: past it another worker may own the message. A sent
