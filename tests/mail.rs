@@ -39,6 +39,8 @@ async fn mail_waits_while_smtp_is_down_and_goes_out_when_it_returns() {
         assert_eq!((status.as_str(), attempts), ("pending", attempt));
         assert!(error.is_some_and(|e| !e.is_empty()));
     }
+    let metrics = app.get("/metrics", None).await;
+    assert!(metrics.text.contains("ecosire_mail_pending 1"), "{}", metrics.text);
     // The server comes up on that port: the next round delivers it, once.
     let smtpd = Smtpd::start_on(port);
     assert_eq!(ecosire::mail::run_once(&app.state).await.unwrap(), 1);
@@ -68,6 +70,8 @@ async fn mail_waits_while_smtp_is_down_and_goes_out_when_it_returns() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), sealed), ("sent", None));
+    let metrics = app.get("/metrics", None).await;
+    assert!(metrics.text.contains("ecosire_mail_pending 0"), "{}", metrics.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -104,12 +104,23 @@ pub async fn metrics_text(_rate: Public, State(state): State<AppState>) -> Respo
     });
     metrics::counter!("ecosire_rate_limit_local_fallbacks_total")
         .absolute(shared.map_or(0, |s| s.fallbacks.load(Ordering::Relaxed)));
-    if let Ok(depth) =
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+    // Queue depths, read at scrape time: what waits to be sent (webhooks, mail).
+    for (gauge, sql) in [
+        (
+            "ecosire_outbox_pending_deliveries",
+            "SELECT count(*) FROM deliveries WHERE status = 'pending'",
+        ),
+        (
+            "ecosire_mail_pending",
+            "SELECT count(*) FROM mail_outbox WHERE status = 'pending'",
+        ),
+    ] {
+        if let Ok(depth) = sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&state.db.pool)
             .await
-    {
-        metrics::gauge!("ecosire_outbox_pending_deliveries").set(depth as f64);
+        {
+            metrics::gauge!(gauge).set(depth as f64);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
