@@ -476,7 +476,7 @@ pub fn variables() -> Vec<Variable> {
             "STRIPE_SECRET_KEY",
             Unset,
             "sk_live_…",
-            "with it, a checkout without metadata.productIds has its line items fetched from Stripe and mapped through stripe_price_ids",
+            "with it (a restricted key that reads Checkout Sessions is enough), a checkout without metadata.productIds has its line items fetched from Stripe and mapped through stripe_price_ids, one license per unit; if Stripe cannot be read, the webhook answers 502 and Stripe retries",
         ),
         var(
             "STRIPE_API_BASE",

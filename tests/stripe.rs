@@ -1040,3 +1040,559 @@ async fn a_checkout_for_an_unverified_self_registered_address_grants_to_nobody_y
     let mine = app.get("/api/orders", Some(&squatter)).await;
     assert_eq!(mine.expect(200)["data"], json!([]));
 }
+
+// Issue 12 §3: any Stripe checkout grants licenses — line items read from Stripe's API, one
+// license per unit, a notice for what maps to nothing, the buyer told by mail, and payments
+// matched through the subscription or the customer.
+
+const STRIPE_KEY: &str = "sk_test_51ecosireLineItems";
+
+// Ids made here take the random tail of a UUIDv7: two made in the same millisecond share a head.
+
+/// What the stand-in for Stripe's API knows and saw.
+#[derive(Default)]
+struct FakeStripeState {
+    /// Line item objects by checkout session id.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, Vec<Value>>>,
+    /// Answer 500 to everything.
+    failing: std::sync::atomic::AtomicBool,
+    /// At most this many items a page, whatever `limit` asks: pagination shows with few items.
+    page_size: usize,
+    /// The query string of each request that carried the right key.
+    requests: std::sync::Mutex<Vec<std::collections::HashMap<String, String>>>,
+    /// Requests without the right `Authorization: Bearer` key.
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+/// `GET /v1/checkout/sessions/{id}/line_items` as Stripe serves it: the secret key as a Bearer
+/// token, a list object, `has_more` and `starting_after` pagination.
+struct FakeStripe {
+    base: String,
+    state: Arc<FakeStripeState>,
+}
+
+impl FakeStripe {
+    async fn start(page_size: usize) -> FakeStripe {
+        use axum::extract::{Path, Query, State};
+        use std::collections::HashMap;
+        use std::sync::atomic::Ordering;
+        let state = Arc::new(FakeStripeState {
+            page_size,
+            ..Default::default()
+        });
+        let app = axum::Router::new()
+            .route(
+                "/v1/checkout/sessions/{id}/line_items",
+                axum::routing::get(
+                    |State(s): State<Arc<FakeStripeState>>,
+                     Path(id): Path<String>,
+                     Query(q): Query<HashMap<String, String>>,
+                     headers: axum::http::HeaderMap| async move {
+                        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                        if auth != Some(format!("Bearer {STRIPE_KEY}").as_str()) {
+                            s.refused.fetch_add(1, Ordering::SeqCst);
+                            let err = json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}});
+                            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(err));
+                        }
+                        s.requests.lock().unwrap().push(q.clone());
+                        if s.failing.load(Ordering::SeqCst) {
+                            let err = json!({"error": {"type": "api_error", "message": "Something went wrong on Stripe's end."}});
+                            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(err));
+                        }
+                        let Some(items) = s.sessions.lock().unwrap().get(&id).cloned() else {
+                            let err = json!({"error": {"type": "invalid_request_error", "message": format!("No such checkout.session: '{id}'")}});
+                            return (axum::http::StatusCode::NOT_FOUND, axum::Json(err));
+                        };
+                        let start = match q.get("starting_after") {
+                            Some(after) => items.iter().position(|i| i["id"] == after.as_str()).unwrap() + 1,
+                            None => 0,
+                        };
+                        let limit: usize = q.get("limit").map_or(10, |l| l.parse().unwrap());
+                        let end = items.len().min(start + limit.min(s.page_size));
+                        let page = json!({
+                            "object": "list", "url": format!("/v1/checkout/sessions/{id}/line_items"),
+                            "data": items[start..end], "has_more": end < items.len()
+                        });
+                        (axum::http::StatusCode::OK, axum::Json(page))
+                    },
+                ),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeStripe { base, state }
+    }
+
+    /// Gives session `id` these (price, quantity) line items; returns the item ids.
+    fn session(&self, id: &str, lines: &[(&str, i64)]) -> Vec<String> {
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(price, quantity)| {
+                json!({
+                    "id": format!("li_1{}", &uid()[9..]), "object": "item",
+                    "amount_subtotal": 4900 * quantity, "amount_total": 4900 * quantity,
+                    "currency": "usd", "description": "ECOSIRE",
+                    "price": {"id": price, "object": "price", "product": "prod_Ecosire", "unit_amount": 4900, "currency": "usd"},
+                    "quantity": quantity
+                })
+            })
+            .collect();
+        let ids = items
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        self.state
+            .sessions
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), items);
+        ids
+    }
+
+    fn fail(&self, failing: bool) {
+        self.state
+            .failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn requests(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    fn refused(&self) -> usize {
+        self.state.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A Stripe-enabled app that reads line items from `stripe` with `key`.
+async fn stripe_app_with_api(stripe: &FakeStripe, key: &str) -> TestApp {
+    let base = stripe.base.clone();
+    TestApp::with_config(|c| {
+        c.stripe_webhook_secret = Some(SECRET.into());
+        c.stripe_secret_key = Some(key.into());
+        c.stripe_api_base = base;
+    })
+    .await
+}
+
+/// A buyer address no other test uses (with PostgreSQL every test writes to the same mail folder).
+fn buyer_email(name: &str) -> String {
+    format!("{name}.{}@example.com", &uid()[20..])
+}
+
+/// Sends the queued mail and returns the messages to `to`.
+async fn mail_to(app: &TestApp, to: &str) -> Vec<common::mail::Mail> {
+    ecosire::mail::run_once(&app.state).await.unwrap();
+    common::mail::eml_messages(&app.state.config.mail_dir())
+        .into_iter()
+        .filter(|m| m.to == to)
+        .collect()
+}
+
+/// How many licenses of each product `ids` are, by product id.
+async fn per_product(app: &TestApp, ids: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut n = std::collections::BTreeMap::new();
+    for id in ids {
+        let l = license(app, id).await;
+        *n.entry(l["product_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    n
+}
+
+/// Asserts that one message tells about exactly the keys of licenses `ids`.
+async fn assert_keys_mailed(app: &TestApp, mail: &common::mail::Mail, ids: &[String]) {
+    let keys: Vec<String> = mail
+        .text
+        .lines()
+        .filter_map(|l| l.trim().rsplit_once(": ").map(|(_, k)| k.to_string()))
+        .filter(|k| k.starts_with("ECOS-"))
+        .collect();
+    let mut want = vec![];
+    for id in ids {
+        want.push(license(app, id).await["key"].as_str().unwrap().to_string());
+    }
+    let (mut keys, mut want) = (keys, want);
+    keys.sort();
+    want.sort();
+    assert_eq!(keys, want, "{}", mail.text);
+}
+
+#[tokio::test]
+async fn a_checkout_without_product_ids_grants_its_line_items_read_from_stripe() {
+    let stripe = FakeStripe::start(2).await;
+    let app = stripe_app_with_api(&stripe, STRIPE_KEY).await;
+    let solo = app
+        .product(
+            json!({"name": "Solo", "stripe_price_ids": ["price_1SoloMonth", "price_1SoloYear"]}),
+        )
+        .await;
+    let team = app
+        .product(json!({"name": "Team Seat", "stripe_price_ids": ["price_1TeamSeat"]}))
+        .await;
+    let buyer = buyer_email("lina");
+    let s = session(
+        json!({}),
+        json!({"customer_details": {"email": buyer, "name": "Lina"}}),
+    );
+    let sid = s["id"].as_str().unwrap();
+    let items = stripe.session(
+        sid,
+        &[
+            ("price_1SoloYear", 1),
+            ("price_1TeamSeat", 3),
+            ("price_1SoloMonth", 1),
+        ],
+    );
+    let ev = event("checkout.session.completed", s.clone());
+    deliver_expect(&app, &ev, "processed").await;
+
+    // Two pages: the second starts after the first page's last item.
+    let reqs = stripe.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].get("limit").map(String::as_str), Some("100"));
+    assert_eq!(reqs[0].get("starting_after"), None);
+    assert_eq!(reqs[1].get("starting_after"), Some(&items[1]));
+    assert_eq!(stripe.refused(), 0);
+
+    let all = orders(&app).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["stripe_customer_id"], s["customer"], "{}", all[0]);
+    let ids = strings(&all[0]["license_ids"]);
+    let want = std::collections::BTreeMap::from([
+        (solo["id"].as_str().unwrap().to_string(), 2),
+        (team["id"].as_str().unwrap().to_string(), 3),
+    ]);
+    assert_eq!(per_product(&app, &ids).await, want);
+    for id in &ids {
+        assert_eq!(code_of(&app, id).await, "VALID");
+    }
+
+    // One message to the buyer with every key; the account was made for them, so it invites.
+    let mails = mail_to(&app, &buyer).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_keys_mailed(&app, &mails[0], &ids).await;
+    assert!(mails[0].text.contains("Team Seat: "), "{}", mails[0].text);
+    mails[0].token("/account/set-password");
+
+    // A redelivery changes nothing and does not ask Stripe again.
+    deliver_expect(&app, &ev, "duplicate").await;
+    assert_eq!(stripe.requests().len(), 2);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 5);
+    assert_eq!(mail_to(&app, &buyer).await.len(), 1);
+}
+
+#[tokio::test]
+async fn line_items_in_the_event_and_metadata_price_ids_still_grant_per_unit() {
+    // No secret key: what the event carries is all there is.
+    let app = stripe_app().await;
+    let mona = buyer_email("mona");
+    let (user_id, _) = app.customer(&mona).await;
+    let p = app
+        .product(json!({"name": "Studio", "stripe_price_ids": ["price_1Studio"]}))
+        .await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    // Signed in as one account, paying with another address: the account is told.
+    let paid_with = buyer_email("mona.billing");
+    let s = session(
+        json!({"userId": user_id}),
+        json!({"customer_details": {"email": paid_with, "name": "Mona"},
+               "line_items": {"object": "list", "has_more": false, "url": "/v1/checkout/sessions/x/line_items",
+                 "data": [{"id": "li_1Studio", "object": "item", "price": {"id": "price_1Studio", "object": "price"}, "quantity": 2}]}}),
+    );
+    deliver_expect(&app, &event("checkout.session.completed", s), "processed").await;
+    let ids = strings(&orders(&app).await[0]["license_ids"]);
+    assert_eq!(
+        per_product(&app, &ids).await,
+        std::collections::BTreeMap::from([(pid.clone(), 2)])
+    );
+    for id in &ids {
+        assert_eq!(license(&app, id).await["user_id"], user_id.as_str());
+    }
+    let mails = mail_to(&app, &mona).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_keys_mailed(&app, &mails[0], &ids).await;
+    assert_eq!(mail_to(&app, &paid_with).await.len(), 0);
+
+    // metadata.priceIds: one license per listed price.
+    let s = session(
+        json!({"userId": user_id, "priceIds": "[\"price_1Studio\",\"price_1Studio\",\"price_1Studio\"]"}),
+        json!({}),
+    );
+    deliver_expect(&app, &event("checkout.session.completed", s), "processed").await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 5);
+    assert_eq!(mail_to(&app, &mona).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_paid_checkout_that_maps_to_no_product_leaves_a_notice_and_can_be_resent() {
+    let stripe = FakeStripe::start(100).await;
+    let app = stripe_app_with_api(&stripe, STRIPE_KEY).await;
+    let p = app
+        .product(json!({"stripe_price_ids": ["price_1Known"]}))
+        .await;
+    let buyer = buyer_email("nils");
+    let s = session(
+        json!({}),
+        json!({"customer_details": {"email": buyer, "name": "Nils"}}),
+    );
+    let sid = s["id"].as_str().unwrap().to_string();
+    stripe.session(&sid, &[("price_1Known", 1), ("price_1Mystery", 2)]);
+    let ev = event("checkout.session.completed", s);
+
+    // Acknowledged (Stripe stops retrying), but nothing granted and an admin is told.
+    let ack = deliver_expect(&app, &ev, "ignored").await;
+    let detail = ack["detail"].as_str().unwrap();
+    assert!(detail.contains("price_1Mystery"), "{ack}");
+    assert!(
+        !detail.contains("price_1Known"),
+        "only what maps to nothing: {ack}"
+    );
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 0);
+    let notices = app
+        .admin_get("/api/webhooks/notices")
+        .await
+        .expect(200)
+        .clone();
+    let notices = notices["data"].as_array().unwrap().clone();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let n = &notices[0];
+    assert_eq!(n["kind"], "stripe_checkout_unmapped", "{n}");
+    assert_eq!(n["subject_id"], sid.as_str(), "{n}");
+    let message = n["message"].as_str().unwrap();
+    for part in [sid.as_str(), "price_1Mystery", ev["id"].as_str().unwrap()] {
+        assert!(message.contains(part), "the notice names {part}: {message}");
+    }
+    let metrics = app.get("/metrics", None).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l.starts_with("ecosire_stripe_checkouts_unmapped_total ")),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(mail_to(&app, &buyer).await.len(), 0);
+
+    // Once the price is mapped, resending the event from Stripe's dashboard grants it all.
+    app.admin_patch(
+        &format!("/api/products/{}", p["id"].as_str().unwrap()),
+        json!({"stripe_price_ids": ["price_1Known", "price_1Mystery"]}),
+    )
+    .await
+    .expect(200);
+    deliver_expect(&app, &ev, "processed").await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 3);
+    deliver_expect(&app, &ev, "duplicate").await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 3);
+    let ids = strings(&orders(&app).await[0]["license_ids"]);
+    let mails = mail_to(&app, &buyer).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_keys_mailed(&app, &mails[0], &ids).await;
+
+    // A checkout that says nothing at all about what it bought is noticed as well.
+    let s = session(json!({}), json!({}));
+    stripe.session(s["id"].as_str().unwrap(), &[]);
+    deliver_expect(&app, &event("checkout.session.completed", s), "ignored").await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM notices WHERE kind = 'stripe_checkout_unmapped'"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn when_stripe_cannot_be_read_the_event_fails_and_a_redelivery_grants_once() {
+    let stripe = FakeStripe::start(100).await;
+    let app = stripe_app_with_api(&stripe, STRIPE_KEY).await;
+    app.product(json!({"stripe_price_ids": ["price_1Solo"]}))
+        .await;
+    let buyer = buyer_email("olga");
+    let s = session(
+        json!({}),
+        json!({"customer_details": {"email": buyer, "name": "Olga"}}),
+    );
+    stripe.session(s["id"].as_str().unwrap(), &[("price_1Solo", 1)]);
+    let ev = event("checkout.session.completed", s);
+
+    // Stripe answers 500: a 5xx, so Stripe delivers again; nothing is recorded.
+    stripe.fail(true);
+    for _ in 0..2 {
+        let r = deliver(&app, &ev).await;
+        r.expect_problem(502, "STRIPE_UNAVAILABLE");
+        assert!(!r.text.contains(STRIPE_KEY), "{}", r.text);
+    }
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 0);
+
+    // Stripe is back: the next delivery grants, exactly once.
+    stripe.fail(false);
+    deliver_expect(&app, &ev, "processed").await;
+    deliver_expect(&app, &ev, "duplicate").await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM licenses").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM stripe_events").await, 1);
+    assert_eq!(mail_to(&app, &buyer).await.len(), 1);
+
+    // A wrong key (Stripe answers 401) and an unreachable API are failures to retry too.
+    let wrong = stripe_app_with_api(&stripe, "sk_test_revoked").await;
+    let r = deliver(&wrong, &ev).await;
+    r.expect_problem(502, "STRIPE_UNAVAILABLE");
+    assert!(!r.text.contains("sk_test_revoked"), "{}", r.text);
+    assert_eq!(stripe.refused(), 1);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let down = TestApp::with_config(|c| {
+        c.stripe_webhook_secret = Some(SECRET.into());
+        c.stripe_secret_key = Some(STRIPE_KEY.into());
+        c.stripe_api_base = closed;
+    })
+    .await;
+    deliver(&down, &ev)
+        .await
+        .expect_problem(502, "STRIPE_UNAVAILABLE");
+    assert_eq!(count(&down, "SELECT COUNT(*) FROM stripe_events").await, 0);
+}
+
+#[tokio::test]
+async fn refunds_and_failed_payments_find_their_order_through_the_subscription_or_the_customer() {
+    let app = stripe_app().await;
+    let (user_id, _) = app.customer(&buyer_email("pia")).await;
+    let p = app.product(json!({})).await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let customer = format!("cus_{}", &uid()[18..]);
+    let sub = format!("sub_1{}", &uid()[10..]);
+    // A subscription checkout has no payment intent of its own: renewals bring new ones.
+    let subscription_checkout = |sub: &str| {
+        session(
+            json!({"userId": user_id, "productIds": product_ids(&[&pid])}),
+            json!({"mode": "subscription", "subscription": sub, "payment_intent": null, "customer": customer}),
+        )
+    };
+    deliver_expect(
+        &app,
+        &event("checkout.session.completed", subscription_checkout(&sub)),
+        "processed",
+    )
+    .await;
+    let order = orders(&app).await[0].clone();
+    let order_id = order["id"].as_str().unwrap().to_string();
+    assert_eq!(order["stripe_customer_id"], customer.as_str());
+    let ids = strings(&order["license_ids"]);
+    let renewal_pi = || format!("pi_{}", &uid()[8..]);
+
+    // A failed renewal (an older-API PaymentIntent with its invoice expanded) finds the order
+    // through the invoice's subscription; a paid order stays paid.
+    let mut failed = failed_payment_intent(&renewal_pi());
+    failed["customer"] = json!("cus_SomeoneElse");
+    failed["invoice"] =
+        json!({"id": format!("in_{}", &uid()[18..]), "object": "invoice", "subscription": sub});
+    let ack = deliver_expect(
+        &app,
+        &event("payment_intent.payment_failed", failed),
+        "processed",
+    )
+    .await;
+    assert!(ack["detail"].as_str().unwrap().contains("paid"), "{ack}");
+    let (payload,): (String,) =
+        sqlx::query_as("SELECT payload FROM outbox WHERE type = 'payment_intent.payment_failed'")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+    let fwd: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        fwd["data"]["object"]["ecosire"]["order_id"],
+        order_id.as_str(),
+        "{fwd}"
+    );
+    // ...or, naming only the customer, through the customer.
+    let mut failed = failed_payment_intent(&renewal_pi());
+    failed["customer"] = json!(customer);
+    deliver_expect(
+        &app,
+        &event("payment_intent.payment_failed", failed),
+        "processed",
+    )
+    .await;
+
+    // A partial refund of a charge without a payment intent: found by the customer.
+    let mut partial = charge("", false, 500);
+    partial["payment_intent"] = Value::Null;
+    partial["customer"] = json!(customer);
+    deliver_expect(&app, &event("charge.refunded", partial), "processed").await;
+    let o = app
+        .admin_get(&format!("/api/orders/{order_id}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(o["status"], "partially_refunded", "{o}");
+    for id in &ids {
+        assert_eq!(code_of(&app, id).await, "VALID");
+    }
+    // A full refund of a renewal's charge, its invoice expanded (current layout): revoked.
+    let mut full = charge(&renewal_pi(), true, 1500);
+    full["customer"] = json!("cus_SomeoneElse");
+    full["invoice"] = json!({"id": format!("in_{}", &uid()[18..]), "object": "invoice",
+        "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub, "metadata": {}}}});
+    deliver_expect(&app, &event("charge.refunded", full), "processed").await;
+    let o = app
+        .admin_get(&format!("/api/orders/{order_id}"))
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(o["status"], "refunded", "{o}");
+    for id in &ids {
+        assert_eq!(code_of(&app, id).await, "REVOKED");
+    }
+
+    // The customer alone is not enough once it has two such orders: nothing is guessed.
+    deliver_expect(
+        &app,
+        &event(
+            "checkout.session.completed",
+            subscription_checkout(&format!("sub_1{}", &uid()[10..])),
+        ),
+        "processed",
+    )
+    .await;
+    let mut ambiguous = charge("", true, 1500);
+    ambiguous["payment_intent"] = Value::Null;
+    ambiguous["customer"] = json!(customer);
+    let ack = deliver_expect(&app, &event("charge.refunded", ambiguous), "ignored").await;
+    assert!(ack["detail"].as_str().unwrap().contains("several"), "{ack}");
+
+    // An order whose payment intent we know is never matched by its customer alone: a charge
+    // with another (or no) intent is some other payment.
+    let other_customer = format!("cus_{}", &uid()[18..]);
+    let pi = renewal_pi();
+    let s = session(
+        json!({"userId": user_id, "productIds": product_ids(&[&pid])}),
+        json!({"payment_intent": pi, "customer": other_customer}),
+    );
+    deliver_expect(&app, &event("checkout.session.completed", s), "processed").await;
+    let mut unrelated = charge("", true, 9800);
+    unrelated["payment_intent"] = Value::Null;
+    unrelated["customer"] = json!(other_customer);
+    deliver_expect(&app, &event("charge.refunded", unrelated), "ignored").await;
+    deliver_expect(
+        &app,
+        &event("charge.refunded", charge(&pi, false, 100)),
+        "processed",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM orders WHERE status = 'partially_refunded'"
+        )
+        .await,
+        1
+    );
+}

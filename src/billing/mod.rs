@@ -3,6 +3,7 @@
 
 pub mod orders;
 pub mod stripe;
+pub mod stripe_api;
 
 use utoipa_axum::router::OpenApiRouter;
 

@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 const ORDER_SELECT: &str = "SELECT id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, \
-     stripe_subscription_id, subscription_id, amount_total, amount_refunded, currency, created_at, updated_at FROM orders";
+     stripe_subscription_id, stripe_customer_id, subscription_id, amount_total, amount_refunded, currency, created_at, updated_at FROM orders";
 
 /// An order (a paid Stripe checkout) and the licenses it granted.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -38,6 +38,9 @@ pub struct Order {
     pub stripe_checkout_session_id: Option<String>,
     pub stripe_payment_intent_id: Option<String>,
     pub stripe_subscription_id: Option<String>,
+    /// The checkout's Stripe customer: how renewals and refunds without a known payment intent
+    /// find the order.
+    pub stripe_customer_id: Option<String>,
     pub subscription_id: Option<String>,
     /// In the currency's smallest unit.
     pub amount_total: Option<i64>,

@@ -1,16 +1,20 @@
 //! Inbound Stripe webhooks: the signature is checked over the raw bytes before anything is parsed;
 //! each event id is recorded in the same transaction as its effects, so a redelivery changes
 //! nothing; a well-signed event we cannot use is recorded with the reason and acknowledged (200),
-//! so Stripe does not retry it forever, and never half-applied.
+//! so Stripe does not retry it forever, and never half-applied. A paid checkout that maps to no
+//! product is the exception that stays open: it leaves an admin notice, and once the mapping is
+//! fixed, resending the event from Stripe's dashboard grants it.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::accounts::mailings::{self, Granted};
 use crate::auth::limits::Public;
+use crate::billing::stripe_api::{self, Line};
 use crate::crypto::new_id;
 use crate::db::Tx;
 use crate::error::{Error, Result};
@@ -23,6 +27,14 @@ use crate::timestamp::now_ms;
 
 /// Stripe's own libraries allow 5 minutes between signing and receipt.
 const TOLERANCE_S: i64 = 300;
+
+/// The outcome of a paid checkout that granted nothing for want of a product: unlike `ignored`,
+/// a delivery of the same event id is applied again (an admin fixed the mapping and resent it).
+const UNMAPPED: &str = "unmapped";
+
+/// More licenses than this from one checkout are not granted unattended: a quantity typo (or a
+/// customer-adjustable quantity) must not make one webhook create licenses for minutes.
+const MAX_LICENSES_PER_CHECKOUT: i64 = 1000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive_stripe_event))
@@ -37,9 +49,12 @@ pub struct StripeAck {
     pub detail: Option<String>,
 }
 
-/// Why an event could not be applied: unusable (acknowledged, recorded) or our own failure.
+/// Why an event could not be applied: unusable (acknowledged, recorded), a paid checkout whose
+/// products we cannot tell (acknowledged, recorded as `unmapped`, an admin notice), or our own
+/// failure.
 enum Failure {
     Unusable(String),
+    Unmapped { session: String, why: String },
     Internal(Error),
 }
 
@@ -67,17 +82,21 @@ struct Effects {
     subscription_id: Option<String>,
     license_ids: Vec<String>,
     detail: Option<String>,
+    /// Mail was queued: the mail worker is woken after the commit.
+    mail: bool,
 }
 
 /// Receives a Stripe event.
 ///
 /// Verifies `Stripe-Signature` (any `v1`, 300 s tolerance, constant time) over the raw body,
 /// then applies the event once. 401 `INVALID_SIGNATURE` changes nothing; 503 when
-/// `STRIPE_WEBHOOK_SECRET` is not configured.
+/// `STRIPE_WEBHOOK_SECRET` is not configured; 502 `STRIPE_UNAVAILABLE` when a checkout's line
+/// items could not be read from Stripe (nothing recorded: Stripe delivers the event again).
 #[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks",
     request_body(content = Object, description = "A Stripe event, exactly as Stripe sent it", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=…,v1=…")),
     responses((status = 200, body = StripeAck), (status = 400, body = crate::error::Problem), (status = 401, description = "INVALID_SIGNATURE", body = crate::error::Problem),
+              (status = 502, description = "STRIPE_UNAVAILABLE", body = crate::error::Problem),
               (status = 503, description = "STRIPE_NOT_CONFIGURED", body = crate::error::Problem)))]
 pub async fn receive_stripe_event(
     State(state): State<AppState>,
@@ -117,10 +136,29 @@ pub async fn receive_stripe_event(
         ));
     }
     let object = &event["data"]["object"];
+    let is_checkout = matches!(
+        kind,
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded"
+    );
+
+    // Line items read from Stripe: before the transaction, so no database lock waits on the
+    // network, and not for an event already applied. A failure answers 502 with nothing
+    // recorded, so Stripe delivers the event again.
+    let fetched = match is_checkout
+        .then(|| line_items_wanted(&state, object))
+        .flatten()
+    {
+        Some((key, session_id)) if !settled(&state, id).await? => {
+            Some(stripe_api::line_items(&state, key, session_id).await?)
+        }
+        _ => None,
+    };
 
     let mut tx = state.db.begin().await?;
+    // The claim: a new id, or one left `unmapped` (resent after an admin fixed the mapping).
     let fresh = sqlx::query(
-        "INSERT INTO stripe_events (id, type, outcome, detail, received_at) VALUES ($1, $2, 'processed', NULL, $3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO stripe_events (id, type, outcome, detail, received_at) VALUES ($1, $2, 'processed', NULL, $3) \
+         ON CONFLICT (id) DO UPDATE SET outcome = excluded.outcome, detail = NULL WHERE stripe_events.outcome = 'unmapped'",
     )
     .bind(id)
     .bind(kind)
@@ -137,9 +175,7 @@ pub async fn receive_stripe_event(
     }
     let applied = match kind {
         // A delayed payment method completes unpaid and succeeds later.
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            checkout_completed(&state, &mut tx, object).await
-        }
+        _ if is_checkout => checkout_completed(&state, &mut tx, object, fetched).await,
         "invoice.paid" => invoice_paid(&state, &mut tx, object).await,
         "customer.subscription.updated" => {
             subscription_changed(&state, &mut tx, object, false).await
@@ -170,6 +206,9 @@ pub async fn receive_stripe_event(
                 state.licenses.changed(&state.db, d).await;
             }
             state.events.wake.notify_one();
+            if fx.mail {
+                state.mail.wake.notify_one();
+            }
             Ok(Json(StripeAck {
                 received: true,
                 outcome: "processed",
@@ -195,8 +234,71 @@ pub async fn receive_stripe_event(
                 detail: Some(why),
             }))
         }
+        Err(Failure::Unmapped { session, why }) => {
+            tx.rollback().await?;
+            // Not silently dropped: the buyer paid and got nothing, so an admin must look.
+            tracing::warn!(stripe_event = %id, checkout_session = %session, reason = %why, "paid Stripe checkout granted nothing: no product for it");
+            metrics::counter!("ecosire_stripe_checkouts_unmapped_total").increment(1);
+            let mut tx = state.db.begin().await?;
+            sqlx::query(
+                "INSERT INTO stripe_events (id, type, outcome, detail, received_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET detail = excluded.detail WHERE stripe_events.outcome = $3",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(UNMAPPED)
+            .bind(&why)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO notices (id, kind, subject_id, message, created_at) VALUES ($1, 'stripe_checkout_unmapped', $2, $3, $4)")
+                .bind(new_id("ntc"))
+                .bind(&session)
+                .bind(format!(
+                    "Paid Stripe checkout session {session} granted no license: {why}. Once products match it \
+                     (their stripe_price_ids, or the storefront's metadata.productIds), resend event {id} from Stripe's \
+                     dashboard to grant it."
+                ))
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Json(StripeAck {
+                received: true,
+                outcome: "ignored",
+                detail: Some(why),
+            }))
+        }
         Err(Failure::Internal(e)) => Err(e),
     }
+}
+
+/// Whether event `id` is recorded as done with (applied or ignored): a redelivery then needs
+/// nothing from Stripe's API.
+async fn settled(state: &AppState, id: &str) -> Result<bool> {
+    let outcome: Option<(String,)> =
+        sqlx::query_as("SELECT outcome FROM stripe_events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?;
+    Ok(outcome.is_some_and(|(o,)| o != UNMAPPED))
+}
+
+/// The secret key and session id when checkout `s` is paid, does not name its products in
+/// `metadata.productIds`, and carries no complete expanded `line_items`: then its line items are
+/// read from Stripe (only with `STRIPE_SECRET_KEY`; without it, `metadata.priceIds` is the last
+/// resort).
+fn line_items_wanted<'a>(state: &'a AppState, s: &'a Value) -> Option<(&'a str, &'a str)> {
+    let key = state.config.stripe_secret_key.as_deref()?;
+    let paid = matches!(
+        s["payment_status"].as_str(),
+        Some("paid" | "no_payment_required")
+    );
+    let complete_in_event =
+        stripe_api::List::deserialize(&s["line_items"]).is_ok_and(|l| !l.has_more());
+    let session_id = s["id"].as_str().filter(|id| !id.is_empty())?;
+    (paid && !s["metadata"]["productIds"].is_string() && !complete_in_event)
+        .then_some((key, session_id))
 }
 
 /// A Stripe reference that may be an id string or an expanded object.
@@ -208,21 +310,33 @@ fn id_of(v: &Value) -> Option<String> {
     }
 }
 
+/// Who a checkout's licenses go to, and the address told about them.
+struct Buyer {
+    /// `None` while the address belongs to an account that has not verified it.
+    user_id: Option<String>,
+    mail_to: String,
+}
+
 /// The buyer's account: `metadata.userId` when it names one (the storefront knows who is signed
-/// in), else the owner of the customer email (`users::owner_for_email`: `None` when that address
-/// belongs to an account that has not verified it, and the grant waits for the address).
+/// in; the keys are mailed to that account's address), else the owner of the customer email
+/// (`users::owner_for_email`: `None` when that address belongs to an account that has not
+/// verified it, and the grant waits for the address; the keys are mailed to the address).
 async fn buyer(
     tx: &mut Tx,
     metadata_user: Option<&str>,
     email: Option<&str>,
-) -> Result<Option<String>, Failure> {
+) -> Result<Buyer, Failure> {
     if let Some(uid) = metadata_user {
-        let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE id = $1")
-            .bind(uid)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some((id,)) = found {
-            return Ok(Some(id));
+        let found: Option<(String, String)> =
+            sqlx::query_as("SELECT id, email FROM users WHERE id = $1")
+                .bind(uid)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some((id, mail_to)) = found {
+            return Ok(Buyer {
+                user_id: Some(id),
+                mail_to,
+            });
         }
     }
     let Some(email) = email.and_then(crate::http::checks::normalize_email) else {
@@ -230,78 +344,139 @@ async fn buyer(
             "no user: metadata.userId does not name a user and the session has no valid customer email",
         ));
     };
-    Ok(crate::accounts::users::owner_for_email(tx, &email).await?)
+    Ok(Buyer {
+        user_id: crate::accounts::users::owner_for_email(tx, &email).await?,
+        mail_to: email,
+    })
 }
 
 #[derive(Clone, sqlx::FromRow)]
 struct ProductLite {
     id: String,
     slug: String,
+    name: String,
     max_activations: i64,
     duration_days: Option<i64>,
     entitlements: String,
     stripe_price_ids: String,
 }
 
-/// The products a checkout bought: `metadata.productIds` (a JSON array in a string, ids or
-/// slugs), else the price ids of expanded `line_items` or `metadata.priceIds`.
-async fn products_of(tx: &mut Tx, session: &Value) -> Result<Vec<ProductLite>, Failure> {
-    let all: Vec<ProductLite> = sqlx::query_as("SELECT id, slug, max_activations, duration_days, entitlements, stripe_price_ids FROM products")
+/// The products checkout `s` bought, one entry per license to grant: `metadata.productIds` (a
+/// JSON array in a string, ids or slugs; one license each), else its line items — expanded in the
+/// event, read from Stripe (`fetched`), or `metadata.priceIds` — each price mapped through a
+/// product's `stripe_price_ids`, one license per unit of quantity. All or nothing: when any of it
+/// names no product, nothing is granted and the failure says what (`Failure::Unmapped`), so an
+/// admin can fix the mapping and have the whole checkout granted on a resend.
+async fn products_of(
+    tx: &mut Tx,
+    s: &Value,
+    session_id: &str,
+    fetched: Option<Vec<Line>>,
+) -> Result<Vec<ProductLite>, Failure> {
+    let unmapped = |why: String| Failure::Unmapped {
+        session: session_id.to_string(),
+        why,
+    };
+    let all: Vec<ProductLite> = sqlx::query_as("SELECT id, slug, name, max_activations, duration_days, entitlements, stripe_price_ids FROM products")
         .fetch_all(&mut **tx)
         .await?;
-    let meta = &session["metadata"];
+    let meta = &s["metadata"];
     if let Some(raw) = meta["productIds"].as_str() {
         let ids: Vec<String> = serde_json::from_str(raw)
-            .map_err(|_| unusable("metadata.productIds is not a JSON array of strings"))?;
+            .map_err(|_| unmapped("metadata.productIds is not a JSON array of strings".into()))?;
         if ids.is_empty() {
-            return Err(unusable("metadata.productIds is empty"));
+            return Err(unmapped("metadata.productIds is empty".into()));
         }
         let mut out = vec![];
         for want in &ids {
-            match all.iter().position(|p| &p.id == want || &p.slug == want) {
-                Some(i) => out.push(i),
+            match all.iter().find(|p| &p.id == want || &p.slug == want) {
+                Some(p) => out.push(p.clone()),
                 None => {
-                    return Err(unusable(format!(
+                    return Err(unmapped(format!(
                         "metadata.productIds names unknown product {want}"
                     )));
                 }
             }
         }
-        return Ok(pick(all, out));
+        return Ok(out);
     }
-    let mut prices: Vec<String> = session["line_items"]["data"]
-        .as_array()
-        .map(|items| items.iter().filter_map(|i| id_of(&i["price"])).collect())
-        .unwrap_or_default();
-    if prices.is_empty()
-        && let Some(raw) = meta["priceIds"].as_str()
-    {
-        prices = serde_json::from_str(raw)
-            .map_err(|_| unusable("metadata.priceIds is not a JSON array of strings"))?;
-    }
-    if prices.is_empty() {
-        return Err(unusable(
-            "no products: metadata.productIds is missing (and no line_items or metadata.priceIds)",
+    let lines = match fetched {
+        Some(lines) if lines.is_empty() => {
+            return Err(unmapped("Stripe lists no line items for it".into()));
+        }
+        Some(lines) => lines,
+        None => lines_in_event(s).map_err(unmapped)?,
+    };
+    if lines.is_empty() {
+        return Err(unmapped(
+            "it carries no metadata.productIds, no line_items and no metadata.priceIds \
+             (with STRIPE_SECRET_KEY set, its line items are read from Stripe)"
+                .into(),
         ));
     }
-    let mut out = vec![];
-    for price in &prices {
-        let i = all
-            .iter()
-            .position(|p| {
-                serde_json::from_str::<Vec<String>>(&p.stripe_price_ids)
-                    .unwrap_or_default()
-                    .contains(price)
-            })
-            .ok_or_else(|| unusable(format!("no product has Stripe price {price}")))?;
-        out.push(i);
+    // A price listed by two products goes to the first, as it always has.
+    let mut by_price: std::collections::HashMap<String, &ProductLite> = Default::default();
+    for p in &all {
+        for price in serde_json::from_str::<Vec<String>>(&p.stripe_price_ids).unwrap_or_default() {
+            by_price.entry(price).or_insert(p);
+        }
     }
-    Ok(pick(all, out))
+    let missing: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.price.as_ref().is_none_or(|p| !by_price.contains_key(p)))
+        .map(|l| l.label.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(unmapped(format!(
+            "no product has Stripe price {}",
+            missing.join(", ")
+        )));
+    }
+    let units = lines
+        .iter()
+        .fold(0i64, |n, l| n.saturating_add(l.quantity.max(0)));
+    if units > MAX_LICENSES_PER_CHECKOUT {
+        return Err(unmapped(format!(
+            "it asks for {units} licenses; at most {MAX_LICENSES_PER_CHECKOUT} are granted automatically"
+        )));
+    }
+    let out: Vec<ProductLite> = lines
+        .iter()
+        .filter_map(|l| Some((by_price.get(l.price.as_ref()?)?, l.quantity)))
+        .flat_map(|(p, n)| std::iter::repeat_n((*p).clone(), n.max(0) as usize))
+        .collect();
+    if out.is_empty() {
+        return Err(unmapped("every line item has quantity 0".into()));
+    }
+    Ok(out)
 }
 
-/// The products at `idx` (the same product twice means two licenses of it).
-fn pick(all: Vec<ProductLite>, idx: Vec<usize>) -> Vec<ProductLite> {
-    idx.into_iter().map(|i| all[i].clone()).collect()
+/// The line items checkout `s` itself carries: expanded `line_items` (complete only: a page with
+/// more behind it needs `STRIPE_SECRET_KEY`), else `metadata.priceIds` (a JSON array in a string;
+/// one unit each).
+fn lines_in_event(s: &Value) -> Result<Vec<Line>, String> {
+    if let Ok(list) = stripe_api::List::deserialize(&s["line_items"]) {
+        if list.has_more() {
+            return Err(
+                "the event's line_items are incomplete (has_more) and STRIPE_SECRET_KEY is not set"
+                    .into(),
+            );
+        }
+        return Ok(list.into_lines().collect());
+    }
+    let Some(raw) = s["metadata"]["priceIds"].as_str() else {
+        return Ok(vec![]);
+    };
+    let prices: Vec<String> = serde_json::from_str(raw)
+        .map_err(|_| "metadata.priceIds is not a JSON array of strings".to_string())?;
+    Ok(prices
+        .into_iter()
+        .map(|price| Line {
+            label: price.clone(),
+            price: Some(price),
+            quantity: 1,
+        })
+        .collect())
 }
 
 /// Finds or creates our record of a Stripe subscription; returns (id, current_period_end).
@@ -347,7 +522,12 @@ async fn upsert_subscription(
     Ok(row)
 }
 
-async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<Effects, Failure> {
+async fn checkout_completed(
+    state: &AppState,
+    tx: &mut Tx,
+    s: &Value,
+    fetched: Option<Vec<Line>>,
+) -> Result<Effects, Failure> {
     let session_id = s["id"]
         .as_str()
         .ok_or_else(|| unusable("the checkout session has no id"))?;
@@ -373,11 +553,11 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
     let email = s["customer_details"]["email"]
         .as_str()
         .or_else(|| s["customer_email"].as_str());
-    let user_id = buyer(tx, s["metadata"]["userId"].as_str(), email).await?;
+    let Buyer { user_id, mail_to } = buyer(tx, s["metadata"]["userId"].as_str(), email).await?;
     let granted_email = email
         .and_then(crate::http::checks::normalize_email)
         .filter(|_| user_id.is_none());
-    let products = products_of(tx, s).await?;
+    let products = products_of(tx, s, session_id, fetched).await?;
     let stripe_sub = id_of(&s["subscription"]);
     let (subscription_id, period_end) = match (&stripe_sub, s["mode"].as_str()) {
         (Some(sub), _) => {
@@ -395,7 +575,8 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
     let now = now_ms();
     sqlx::query(
         "INSERT INTO orders (id, user_id, status, email, stripe_checkout_session_id, stripe_payment_intent_id, stripe_subscription_id, \
-         subscription_id, amount_total, currency, created_at, updated_at) VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         stripe_customer_id, subscription_id, amount_total, currency, created_at, updated_at) \
+         VALUES ($1, $2, 'paid', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(&order_id)
     .bind(&user_id)
@@ -403,6 +584,9 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
     .bind(session_id)
     .bind(id_of(&s["payment_intent"]))
     .bind(&stripe_sub)
+    // Renewals and refunds of a subscription pay through payment intents we never saw at
+    // checkout: the customer is what they still share with it.
+    .bind(id_of(&s["customer"]))
     .bind(&subscription_id)
     .bind(s["amount_total"].as_i64())
     .bind(s["currency"].as_str())
@@ -414,6 +598,7 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
         subscription_id: subscription_id.clone(),
         ..Default::default()
     };
+    let mut granted = Vec::with_capacity(products.len());
     for p in &products {
         // A subscription's licenses run to its paid period when we know it; otherwise the
         // product's duration (invoice.paid then renews them).
@@ -429,12 +614,19 @@ async fn checkout_completed(state: &AppState, tx: &mut Tx, s: &Value) -> Result<
             order_id: Some(&order_id),
             subscription_id: subscription_id.as_deref(),
         };
-        let (row, _key) = lifecycle::create(tx, &state.keys.data, new)
+        let (row, key) = lifecycle::create(tx, &state.keys.data, new)
             .await
             .map_err(Failure::Internal)?;
         fx.digests.push(row.key_digest.clone());
         fx.license_ids.push(row.id);
+        granted.push(Granted {
+            product: p.name.clone(),
+            key: key.as_str().to_string(),
+        });
     }
+    // In the same transaction: the buyer is told exactly when the licenses exist.
+    mailings::licenses_granted(state, tx, &mail_to, &granted).await?;
+    fx.mail = true;
     Ok(fx)
 }
 
@@ -491,7 +683,10 @@ async fn invoice_paid(state: &AppState, tx: &mut Tx, inv: &Value) -> Result<Effe
         * 1000;
     // The invoice may arrive before the checkout: remember the period for the licenses to come.
     let (subscription_id, _) = upsert_subscription(tx, &sub, None, None, Some(period_end)).await?;
+    // The checkout that started the subscription, when it came first.
+    let order = orders_where(tx, "stripe_subscription_id = $1", &sub).await?;
     let mut fx = Effects {
+        order_id: order.into_iter().next().map(|o| o.id),
         subscription_id: Some(subscription_id.clone()),
         ..Default::default()
     };
@@ -569,21 +764,95 @@ async fn subscription_changed(
     Ok(fx)
 }
 
+/// The order a payment event is about.
+#[derive(sqlx::FromRow)]
+struct OrderRef {
+    id: String,
+    status: String,
+    subscription_id: Option<String>,
+}
+
+/// The first two orders (oldest first) where `condition` holds for `value`: two are enough to
+/// tell one from several.
+async fn orders_where(
+    tx: &mut Tx,
+    condition: &'static str,
+    value: &str,
+) -> Result<Vec<OrderRef>, Failure> {
+    let sql = format!(
+        "SELECT id, status, subscription_id FROM orders WHERE {condition} ORDER BY created_at, id LIMIT 2"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Finds the order a charge, payment intent or invoice `obj` (paid through `payment_intent`)
+/// belongs to: by the payment intent its checkout remembered; else by its subscription (a
+/// subscription checkout has no payment intent of its own, and each renewal pays through a new
+/// one), named on the object itself when it is an invoice or on its expanded `invoice`; else by
+/// the Stripe customer, among the orders whose payment intent we do not know (an order whose
+/// intent we know and differs is certainly not this payment), when that leaves exactly one.
+async fn order_for_payment(
+    tx: &mut Tx,
+    payment_intent: Option<&str>,
+    obj: &Value,
+) -> Result<OrderRef, Failure> {
+    if let Some(pi) = payment_intent
+        && let Some(o) = orders_where(tx, "stripe_payment_intent_id = $1", pi)
+            .await?
+            .into_iter()
+            .next()
+    {
+        return Ok(o);
+    }
+    let subscription = invoice_subscription(obj).or_else(|| invoice_subscription(&obj["invoice"]));
+    if let Some(sub) = &subscription
+        && let Some(o) = orders_where(tx, "stripe_subscription_id = $1", sub)
+            .await?
+            .into_iter()
+            .next()
+    {
+        return Ok(o);
+    }
+    let customer = id_of(&obj["customer"]);
+    if let Some(cus) = &customer {
+        let mut found = orders_where(
+            tx,
+            "stripe_customer_id = $1 AND stripe_payment_intent_id IS NULL",
+            cus,
+        )
+        .await?;
+        if found.len() > 1 {
+            return Err(unusable(format!(
+                "customer {cus} has several orders this payment could belong to"
+            )));
+        }
+        if let Some(o) = found.pop() {
+            return Ok(o);
+        }
+    }
+    let or_none = |v: Option<&str>| v.unwrap_or("none").to_string();
+    Err(unusable(format!(
+        "no order matches payment_intent {}, subscription {} or customer {}",
+        or_none(payment_intent),
+        or_none(subscription.as_deref()),
+        or_none(customer.as_deref())
+    )))
+}
+
 async fn charge_refunded(
     state: &AppState,
     tx: &mut Tx,
     charge: &Value,
 ) -> Result<Effects, Failure> {
-    let pi = id_of(&charge["payment_intent"])
-        .ok_or_else(|| unusable("the charge names no payment_intent"))?;
-    let order: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT id, subscription_id FROM orders WHERE stripe_payment_intent_id = $1",
-    )
-    .bind(&pi)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (order_id, subscription_id) =
-        order.ok_or_else(|| unusable(format!("no order has payment_intent {pi}")))?;
+    let pi = id_of(&charge["payment_intent"]);
+    let OrderRef {
+        id: order_id,
+        subscription_id,
+        ..
+    } = order_for_payment(tx, pi.as_deref(), charge).await?;
     let full = charge["refunded"].as_bool() == Some(true);
     sqlx::query(
         "UPDATE orders SET status = $2, amount_refunded = $3, updated_at = $4 WHERE id = $1",
@@ -615,18 +884,23 @@ async fn charge_refunded(
     Ok(fx)
 }
 
-async fn payment_failed(tx: &mut Tx, pi: &Value) -> Result<Effects, Failure> {
-    let pi_id = pi["id"]
-        .as_str()
-        .ok_or_else(|| unusable("the payment intent has no id"))?;
-    let order: Option<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, status, subscription_id FROM orders WHERE stripe_payment_intent_id = $1",
-    )
-    .bind(pi_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (order_id, status, subscription_id) =
-        order.ok_or_else(|| unusable(format!("no order has payment_intent {pi_id}")))?;
+/// A failed payment: usually a PaymentIntent (its own id is the payment intent); an object shaped
+/// like an invoice names its payment intent, subscription and customer instead.
+async fn payment_failed(tx: &mut Tx, obj: &Value) -> Result<Effects, Failure> {
+    let pi = match obj["object"].as_str() {
+        Some("invoice") => id_of(&obj["payment_intent"]),
+        _ => Some(
+            obj["id"]
+                .as_str()
+                .ok_or_else(|| unusable("the payment intent has no id"))?
+                .to_string(),
+        ),
+    };
+    let OrderRef {
+        id: order_id,
+        status,
+        subscription_id,
+    } = order_for_payment(tx, pi.as_deref(), obj).await?;
     let mut fx = Effects {
         order_id: Some(order_id.clone()),
         subscription_id: subscription_id.clone(),

@@ -334,7 +334,7 @@ pub async fn attempt(
 }
 
 /// A short, secret-free description of a transport error.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out after 10 s".into()
     } else if e.is_connect() {
