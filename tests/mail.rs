@@ -40,7 +40,11 @@ async fn mail_waits_while_smtp_is_down_and_goes_out_when_it_returns() {
         assert!(error.is_some_and(|e| !e.is_empty()));
     }
     let metrics = app.get("/metrics", None).await;
-    assert!(metrics.text.contains("ecosire_mail_pending 1"), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("ecosire_mail_pending 1"),
+        "{}",
+        metrics.text
+    );
     // The server comes up on that port: the next round delivers it, once.
     let smtpd = Smtpd::start_on(port);
     assert_eq!(ecosire::mail::run_once(&app.state).await.unwrap(), 1);
@@ -71,7 +75,11 @@ async fn mail_waits_while_smtp_is_down_and_goes_out_when_it_returns() {
             .unwrap();
     assert_eq!((status.as_str(), sealed), ("sent", None));
     let metrics = app.get("/metrics", None).await;
-    assert!(metrics.text.contains("ecosire_mail_pending 0"), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("ecosire_mail_pending 0"),
+        "{}",
+        metrics.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -159,4 +167,126 @@ async fn a_message_queued_before_a_kill_is_sent_after_the_restart() {
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].to, "kai@example.com");
     assert_eq!(mail[0].subject, "Confirm your email address");
+}
+
+/// Issue 12's whole buyer path: a Payment Link checkout (no `metadata.productIds`) signed as
+/// Stripe signs it → its line items read from a local stand-in of Stripe's API → the license →
+/// one message in the SMTP server's maildir → the password set from its link → login → the
+/// buyer's own license, with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_stripe_checkout_ends_with_the_buyer_signed_in_and_holding_the_key() {
+    // Stripe's line-items endpoint, as documented: a list object of items with a price.
+    let stripe = axum::Router::new().route(
+        "/v1/checkout/sessions/{id}/line_items",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>,
+             headers: axum::http::HeaderMap| async move {
+                assert_eq!(id, "cs_test_buyer");
+                assert_eq!(
+                    headers.get("authorization").and_then(|v| v.to_str().ok()),
+                    Some("Bearer sk_test_buyer")
+                );
+                axum::Json(json!({
+                    "object": "list",
+                    "data": [{"id": "li_1", "object": "item", "price": {"id": "price_pro_yearly"}, "quantity": 1}],
+                    "has_more": false,
+                    "url": format!("/v1/checkout/sessions/{id}/line_items")
+                }))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stripe_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, stripe).await });
+    let smtpd = Smtpd::start();
+    let app = TestApp::with_config(|c| {
+        c.stripe_webhook_secret = Some("whsec_buyerpath".into());
+        c.stripe_secret_key = Some("sk_test_buyer".into());
+        c.stripe_api_base = stripe_base.clone();
+        c.smtp_url = Some(smtpd.url());
+        c.public_url = Some("https://licenses.example.com".into());
+    })
+    .await;
+    let product = app
+        .product(json!({"name": "Desktop Pro", "stripe_price_ids": ["price_pro_yearly"]}))
+        .await;
+
+    let body = json!({
+        "id": "evt_buyer_path",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "data": {"object": {
+            "id": "cs_test_buyer",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "payment_intent": "pi_buyer",
+            "customer": "cus_buyer",
+            "customer_details": {"email": "Buyer@Example.com", "name": "Bea Buyer"},
+            "amount_total": 4900,
+            "currency": "eur",
+            "metadata": {}
+        }}
+    })
+    .to_string();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signature = ecosire::events::signature::header("whsec_buyerpath", t, body.as_bytes());
+    let r = app
+        .send(
+            axum::http::Request::post("/api/webhooks/stripe")
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.expect(200)["outcome"], "processed", "{}", r.text);
+
+    // The message, through SMTP.
+    while ecosire::mail::run_once(&app.state).await.unwrap() > 0 {}
+    let mail = smtpd.wait_for(1).await;
+    assert_eq!(mail.len(), 1, "one message: the key and the invitation");
+    let m = &mail[0];
+    assert_eq!(
+        (m.to.as_str(), m.subject.as_str()),
+        ("buyer@example.com", "Your license key for Desktop Pro")
+    );
+    let key: String = m
+        .text
+        .split_whitespace()
+        .find(|w| w.starts_with("ECOS-"))
+        .expect("the key in the message")
+        .to_string();
+    assert!(
+        m.text
+            .contains("https://licenses.example.com/account/set-password?token=")
+    );
+    let token = m.token("/account/set-password");
+
+    // The buyer sets a password from the link, logs in, and finds the license with its key.
+    app.post(
+        "/api/auth/password-reset/confirm",
+        json!({"token": token, "password": "bea-chose-this"}),
+        None,
+    )
+    .await
+    .expect(204);
+    let session = app.login("buyer@example.com", "bea-chose-this").await;
+    let me = app.get("/api/auth/me", Some(&session)).await;
+    assert!(me.expect(200)["user"]["email_verified_at"].is_string());
+    let mine = app.get("/api/licenses", Some(&session)).await;
+    let data = mine.expect(200)["data"].as_array().unwrap().clone();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["key"], key.as_str());
+    assert_eq!(data[0]["product_id"], product["id"]);
+    let orders = app.get("/api/orders", Some(&session)).await;
+    assert_eq!(orders.expect(200)["data"].as_array().unwrap().len(), 1);
+    // And the key works on the buyer's machine.
+    let v = app
+        .validate(json!({"key": key, "product": product["id"]}))
+        .await;
+    assert_eq!(v["code"], "VALID", "{v}");
 }
