@@ -30,6 +30,8 @@
 //! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.
 //! - `events`: the transactional outbox, webhook endpoints, the dispatcher and the catalog.
 //! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).
+//! - `dashboard`: the pages served by the binary (askama templates in `src/templates/dashboard`,
+//!   one script and stylesheet in `src/assets`), reading through the API's handlers.
 //! - `ops`: health and readiness, the audit log, metrics, the OpenAPI document.
 //! - `server`: the router, its middleware, background tasks and graceful shutdown.
 //! - `logging`: log lines to stderr in batches (the server's access log writes one per request).
@@ -42,6 +44,7 @@ pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod crypto;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod events;

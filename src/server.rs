@@ -71,6 +71,7 @@ pub fn app(state: AppState) -> Router {
     let (router, api) = api_router_and_spec();
     router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())

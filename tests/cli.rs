@@ -504,23 +504,6 @@ fn commands_without_a_server_ignore_unrelated_bad_variables() {
     assert!(stderr.starts_with("INVALID: "), "{stderr}");
 }
 
-// --- 20: GET / -----------------------------------------------------------------------------
-
-#[tokio::test]
-async fn the_root_redirects_to_the_api_docs() {
-    let app = common::TestApp::new().await;
-    let r = app.get("/", None).await;
-    assert_eq!(r.status.as_u16(), 307, "{}", r.text);
-    let location = r.header("location").expect("Location").to_string();
-    assert_eq!(location, "/api/docs");
-    let docs = app.get(&location, None).await;
-    assert!(
-        docs.status.is_success() || docs.status.is_redirection(),
-        "{location} answers {}",
-        docs.status
-    );
-}
-
 #[test]
 fn the_access_log_rounds_latency_and_leaves_out_what_is_unknown() {
     let dir = tempfile::tempdir().unwrap();

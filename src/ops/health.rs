@@ -82,10 +82,10 @@ pub async fn ready(_rate: Public, State(state): State<AppState>) -> Response {
     }
 }
 
-/// The front door: the API documentation, until there is a dashboard to show. Temporary (307), so
-/// browsers and caches do not remember it.
+/// The front door: the dashboard (which sends a signed-out visitor on to its sign-in page).
+/// Temporary (307), so browsers and caches do not remember it.
 #[utoipa::path(get, path = "/", tag = "operations",
-    responses((status = 307, description = "Redirect to the API documentation (`Location: /api/docs`)")))]
+    responses((status = 307, description = "Redirect to the dashboard (`Location: /dashboard`)")))]
 pub async fn root(_rate: Public) -> axum::response::Redirect {
-    axum::response::Redirect::temporary("/api/docs")
+    axum::response::Redirect::temporary("/dashboard")
 }

@@ -1,0 +1,235 @@
+//! The pages. Each reads through the API's own handlers and extractors (`MaybePrincipal`,
+//! `licensing::admin::list_licenses`), so it sees exactly what the API would show its caller.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::assets::{URLS, Urls};
+use crate::auth::MaybePrincipal;
+use crate::auth::limits::Public;
+use crate::error::Result;
+use crate::http::pagination::{Listing, PageRequest};
+use crate::state::AppState;
+
+/// Who is signed in, for the header.
+pub struct Me {
+    pub email: String,
+    pub role: &'static str,
+}
+
+async fn me(state: &AppState, p: &crate::auth::Principal) -> Result<Option<Me>> {
+    Ok(crate::accounts::users::find_by_id(state, &p.user_id)
+        .await?
+        .map(|u| Me {
+            email: u.user.email,
+            role: u.user.role.as_str(),
+        }))
+}
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => crate::error::Error::Internal(anyhow::anyhow!("template: {e}")).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/login.html", config = "src/askama.toml")]
+struct Login {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    next: String,
+}
+
+#[derive(Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+/// Only a path on this site: `next` must not send anyone elsewhere after signing in.
+fn local_path(next: Option<String>) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or_else(|| "/dashboard".into())
+}
+
+pub async fn login(_rate: Public, Query(q): Query<Next>) -> Response {
+    render(Login {
+        assets: &URLS,
+        user: None,
+        nav: "",
+        narrow: true,
+        next: local_path(q.next),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/forgot.html", config = "src/askama.toml")]
+struct Forgot {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+}
+
+pub async fn forgot_password(_rate: Public) -> Response {
+    render(Forgot {
+        assets: &URLS,
+        user: None,
+        nav: "",
+        narrow: true,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/password_token.html", config = "src/askama.toml")]
+struct PasswordToken {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    heading: &'static str,
+    token: String,
+}
+
+fn password_page(heading: &'static str, token: Option<String>) -> Response {
+    render(PasswordToken {
+        assets: &URLS,
+        user: None,
+        nav: "",
+        narrow: true,
+        heading,
+        token: token.unwrap_or_default(),
+    })
+}
+
+pub async fn reset_password(_rate: Public, Query(q): Query<TokenQuery>) -> Response {
+    password_page("Choose a new password", q.token)
+}
+
+pub async fn set_password(_rate: Public, Query(q): Query<TokenQuery>) -> Response {
+    password_page("Set your password", q.token)
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/verify.html", config = "src/askama.toml")]
+struct Verify {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    token: String,
+}
+
+/// The token is confirmed by a button, not by opening the page: mail scanners that follow links
+/// must not use it up.
+pub async fn verify_email(_rate: Public, Query(q): Query<TokenQuery>) -> Response {
+    render(Verify {
+        assets: &URLS,
+        user: None,
+        nav: "",
+        narrow: true,
+        token: q.token.unwrap_or_default(),
+    })
+}
+
+/// One license as the portal lists it.
+pub struct LicenseLine {
+    pub id: String,
+    pub product: String,
+    pub key: String,
+    pub last4: String,
+    pub status: &'static str,
+    pub devices: i64,
+    pub seats: i64,
+    pub expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/licenses.html", config = "src/askama.toml")]
+struct Licenses {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    licenses: Vec<LicenseLine>,
+}
+
+/// The signed-in user's licenses (an admin sees their own here too; administration has its own
+/// pages). Signed out: to the sign-in page, back here after.
+pub async fn licenses(
+    State(state): State<AppState>,
+    principal: MaybePrincipal,
+) -> Result<Response> {
+    let Some(p) = principal.0 else {
+        return Ok(Redirect::to("/login?next=/dashboard").into_response());
+    };
+    // The API's own listing, narrowed to the caller's licenses whatever their role.
+    let own = crate::auth::Principal {
+        role: crate::auth::Role::Customer,
+        ..p.clone()
+    };
+    let page = crate::licensing::admin::list_licenses(
+        State(state.clone()),
+        own,
+        Listing {
+            page: PageRequest {
+                limit: 100,
+                before_id: None,
+            },
+            filters: Default::default(),
+        },
+    )
+    .await?
+    .0;
+    let products: std::collections::HashMap<String, String> =
+        sqlx::query_as("SELECT id, name FROM products")
+            .fetch_all(&state.db.pool)
+            .await?
+            .into_iter()
+            .collect();
+    let now = crate::timestamp::now_ms();
+    let licenses = page
+        .data
+        .into_iter()
+        .map(|l| {
+            let expired = l.expires_at.is_some_and(|e| e.0 <= now);
+            LicenseLine {
+                product: products
+                    .get(&l.product_id)
+                    .cloned()
+                    .unwrap_or(l.product_id.clone()),
+                key: l.key.clone().unwrap_or_default(),
+                last4: l.key_last4.clone(),
+                status: if expired && l.status.as_str() == "active" {
+                    "expired"
+                } else {
+                    l.status.as_str()
+                },
+                devices: l.activations_count,
+                seats: l.max_activations,
+                expires: l
+                    .expires_at
+                    .map(|t| t.to_rfc3339()[..10].to_string())
+                    .unwrap_or_else(|| "never".into()),
+                id: l.id,
+            }
+        })
+        .collect();
+    let user = me(&state, &p).await?;
+    Ok(render(Licenses {
+        assets: &URLS,
+        user,
+        nav: "licenses",
+        narrow: false,
+        licenses,
+    }))
+}
