@@ -81,10 +81,15 @@ document.addEventListener("click", async (e) => {
   try { await navigator.clipboard.writeText(text); b.textContent = "Copied"; } catch { b.textContent = "Select and copy"; }
 });
 
-// Reveal buttons: `data-reveal="#id"` shows a hidden element (a license key).
+// Reveal buttons: `data-reveal="#id"` shows a hidden element (a license key) in place of the
+// masked hint beside it.
 document.addEventListener("click", (e) => {
   const b = e.target.closest("[data-reveal]");
   if (!b) return;
   const el = document.querySelector(b.dataset.reveal);
-  if (el) { el.hidden = false; b.hidden = true; }
+  if (el) {
+    el.hidden = false;
+    b.hidden = true;
+    b.parentElement.querySelectorAll(".masked").forEach((m) => { m.hidden = true; });
+  }
 });

@@ -148,8 +148,8 @@ fn build(mailer: &Mailer, id: &str, m: &Message) -> std::result::Result<lettre::
         .map_err(|e| format!("the message cannot be built: {e}"))
 }
 
-/// A part sent as plain 7-bit text when it is ASCII with short lines (so a link in an `.eml`
-/// file reads as it is, not quoted-printable), else encoded as lettre sees fit.
+/// A part sent as plain 7-bit text when it is ASCII with lines under 76 characters, else encoded
+/// as lettre sees fit (quoted-printable for our templates, whose links are longer).
 fn part(content_type: ContentType, text: &str) -> SinglePart {
     let body = Body::new_with_encoding(text.to_string(), ContentTransferEncoding::SevenBit)
         .unwrap_or_else(|_| Body::new(text.to_string()));

@@ -1,0 +1,98 @@
+// A real `ecosire serve` for the browser tests: a fresh SQLite database (or, with
+// ECOSIRE_TEST_DATABASE_URL, a throwaway PostgreSQL database), its own keys, and mail written as
+// .eml files into a folder the tests read.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const ADMIN = { email: "admin@browser.test", password: "browser-admin-pass" };
+
+const root = new URL("../../", import.meta.url).pathname;
+
+function binary() {
+  const target = process.env.CARGO_TARGET_DIR || join(process.env.HOME, ".cache/ecosire-ci-target");
+  return process.env.ECOSIRE_BIN || join(target, "debug/ecosire");
+}
+
+function database(dir) {
+  const base = process.env.ECOSIRE_TEST_DATABASE_URL;
+  if (!base || !base.startsWith("postgres")) return `sqlite://${dir}/db/ecosire.db`;
+  const name = `ecosire_test_browser_${Date.now()}_${process.pid}`;
+  execFileSync("psql", [base, "-qc", `CREATE DATABASE ${name}`]);
+  return base.replace(/\/[^/]*$/, `/${name}`);
+}
+
+export async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), "ecosire-browser-"));
+  const mailDir = join(dir, "mail");
+  const child = spawn(binary(), ["serve"], {
+    cwd: root,
+    env: {
+      PATH: process.env.PATH,
+      ECOSIRE_BIND: "127.0.0.1:0",
+      DATABASE_URL: database(dir),
+      ECOSIRE_KEYS_DIR: join(dir, "keys"),
+      ECOSIRE_MAIL_DIR: mailDir,
+      ECOSIRE_ADMIN_EMAIL: ADMIN.email,
+      ECOSIRE_ADMIN_PASSWORD: ADMIN.password,
+      ECOSIRE_COOKIE_SECURE: "false",
+      RUST_LOG: "warn",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const base = await new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => reject(new Error(`the server did not start: ${seen}`)), 120_000);
+    child.stdout.on("data", (chunk) => {
+      seen += chunk;
+      const m = seen.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on("exit", (code) => reject(new Error(`the server exited (${code}): ${seen}`)));
+  });
+  child.stdout.resume();
+  return {
+    base,
+    mailDir,
+    stop: () => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); }),
+    /** An API call as a script would make it (JSON in and out). */
+    async api(method, path, body, token) {
+      const res = await fetch(base + path, {
+        method,
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : null };
+    },
+    /** The messages to `to` so far, decoded enough to read their links. */
+    async mailTo(to, n = 1) {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        let files = [];
+        try { files = readdirSync(mailDir).filter((f) => f.endsWith(".eml")); } catch { /* not yet */ }
+        const mails = files
+          .map((f) => join(mailDir, f))
+          .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs)
+          .map((f) => decodeQuotedPrintable(readFileSync(f, "utf8")))
+          .filter((m) => m.includes(`\nTo: ${to}`));
+        if (mails.length >= n) return mails;
+        if (Date.now() > deadline) throw new Error(`only ${mails.length} of ${n} messages to ${to}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+  };
+}
+
+/** Mail parts with long lines (links) are quoted-printable: soft breaks and =XX escapes. */
+function decodeQuotedPrintable(s) {
+  return s.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/** The first link to `path` in a message. */
+export function linkIn(mail, path) {
+  const m = mail.match(new RegExp(`https?://[^\\s"]+${path}\\?token=[A-Za-z0-9]+`));
+  if (!m) throw new Error(`no ${path} link in:\n${mail}`);
+  return m[0];
+}
