@@ -756,6 +756,91 @@ mod tests {
         assert_eq!(url_segment("a/b?c"), "a%2Fb%3Fc");
     }
 
+    /// A client whose server refuses connections, with a sealed cache holding `token` (signed
+    /// as the test likes: the seal holds, so only the token's own checks can refuse it).
+    async fn offline_with(
+        token: impl FnOnce(&str) -> String,
+    ) -> (Result<Status, Error>, tempfile::TempDir) {
+        let server = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let kid = crate::keys::thumbprint(&server.verifying_key());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let client = LicenseClient::builder()
+            .base_url(format!("http://127.0.0.1:{closed}"))
+            .product("prd_1")
+            .public_keys(
+                PublicKeys::new()
+                    .with_ed25519(server.verifying_key().to_bytes())
+                    .unwrap(),
+            )
+            .cache_dir(dir.path())
+            .machine_id("machine")
+            .build()
+            .unwrap();
+        let iat = unix(SystemTime::now());
+        let record = Record {
+            product_id: Some("prd_1".into()),
+            token: Some(token(&kid)),
+            trusted_time: iat,
+            seen_time: iat,
+            ..Record::new("ECOS-KEY", "fp")
+        };
+        client.inner.cache.store(&record).unwrap();
+        (client.check().await, dir)
+    }
+
+    fn signed(seed: u8, kid: &str, change: impl FnOnce(&mut Claims)) -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let mut claims = crate::token::tests::claims(unix(SystemTime::now()));
+        change(&mut claims);
+        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+        crate::token::tests::sign(&key, header, &claims)
+    }
+
+    #[tokio::test]
+    async fn a_sealed_cache_is_still_only_as_good_as_its_token() {
+        let (status, _dir) = offline_with(|kid| signed(5, kid, |_| {})).await;
+        assert!(
+            matches!(
+                status,
+                Ok(Status::Offline {
+                    reason: OfflineReason::Unreachable(_),
+                    ..
+                })
+            ),
+            "{status:?}"
+        );
+        // Re-sealing the file (the seal's key can be derived by anyone on the machine) does not
+        // make a token the server did not sign, or signed for another device or product, count.
+        let (status, _dir) = offline_with(|kid| signed(6, kid, |_| {})).await;
+        assert!(
+            matches!(status, Err(Error::TokenRefused(TokenError::Signature))),
+            "{status:?}"
+        );
+        for (claim, change) in [
+            (
+                "fingerprint",
+                Box::new(|c: &mut Claims| c.fingerprint = Some("other".into()))
+                    as Box<dyn FnOnce(&mut Claims)>,
+            ),
+            (
+                "product",
+                Box::new(|c: &mut Claims| c.product = "prd_2".into()),
+            ),
+            ("iss", Box::new(|c: &mut Claims| c.iss = "elsewhere".into())),
+        ] {
+            let (status, _dir) = offline_with(|kid| signed(5, kid, change)).await;
+            assert!(
+                matches!(&status, Err(Error::TokenRefused(TokenError::Claim { claim: c, .. })) if *c == claim),
+                "{claim}: {status:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_builder_names_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();

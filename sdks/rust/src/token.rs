@@ -264,7 +264,8 @@ pub(crate) mod tests {
             fingerprint: "fp",
         };
         assert_eq!(want.check(&claims(100)), Ok(()));
-        let cases: [(&str, fn(&mut Claims)); 6] = [
+        type Change = fn(&mut Claims);
+        let cases: [(&str, Change); 6] = [
             ("aud", |c| c.aud = "ecosire:session".into()),
             ("iss", |c| c.iss = "someone-else".into()),
             ("fingerprint", |c| {

@@ -178,7 +178,7 @@ async fn activated(keys: Option<PublicKeys>) -> Setup {
         .build()
         .unwrap();
     let status = client
-        .activate("ECOS-TEST", &client.machine_fingerprint().to_string())
+        .activate("ECOS-TEST", client.machine_fingerprint())
         .await
         .unwrap();
     assert!(matches!(status, Status::Valid(_)), "{status:?}");
