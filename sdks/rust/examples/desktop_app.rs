@@ -11,7 +11,8 @@ use ecosire_client::{LicenseClient, PublicKeys, Status};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let var = |name, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let jwks = std::fs::read_to_string(var("ECOSIRE_JWKS", "jwks.json"))?;
+    let jwks_file = var("ECOSIRE_JWKS", "jwks.json");
+    let jwks = std::fs::read_to_string(&jwks_file).map_err(|e| format!("{jwks_file}: {e}"))?;
 
     // --- startup validation: the part an application copies ---
     let client = LicenseClient::builder()
@@ -26,7 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     match status {
         Status::Valid(grant) => println!("licensed: {}", grant.entitlements.join(", ")),
-        Status::Offline { until, .. } => println!("offline: connect before {until:?}"),
+        Status::Offline { until, .. } => {
+            let left = until
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            println!("offline: connect within {} hours", left.as_secs() / 3600)
+        }
         Status::Invalid { code, .. } => return Err(format!("not licensed: {code}").into()),
         _ => return Err("unknown license status".into()),
     }

@@ -2,17 +2,19 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), ecosire_client::Error> {
+//! # const JWKS: &str = "";
 //! use ecosire_client::{LicenseClient, PublicKeys, Status};
 //!
 //! let client = LicenseClient::builder()
 //!     .base_url("https://licenses.example.com")
 //!     .product("prd_01JDZ8Q6W3M5X7Y9Z0A1B2C3D4")
-//!     // The server's JWKS, shipped inside the application: the root of trust.
-//!     .public_keys(PublicKeys::from_jwks(r#"{"keys": []}"#)?)
+//!     // The server's JWKS, shipped inside the application (`include_str!`): the root of trust.
+//!     .public_keys(PublicKeys::from_jwks(JWKS)?)
 //!     .cache_dir("/home/ann/.config/my-app")
 //!     .build()?;
-//! let fingerprint = client.machine_fingerprint().to_string();
-//! client.activate("ECOS-7K3QH-M2XPD-9TQ4W-R8ZVN", &fingerprint).await?;
+//! client
+//!     .activate("ECOS-7K3QH-M2XPD-9TQ4W-R8ZVN", client.machine_fingerprint())
+//!     .await?;
 //! match client.check().await? {
 //!     Status::Valid(grant) => println!("licensed until {:?}", grant.license_expires_at),
 //!     Status::Offline { until, .. } => println!("offline; connect before {until:?}"),
