@@ -19,13 +19,14 @@ use ecosire_client::{Error, LicenseClient, OfflineReason, PublicKeys, Status, To
 use serde_json::{Value, json};
 
 /// A port of its own for each server, so that a restarted server is where the client expects it
-/// (`Server::restart` keeps the environment, and so the address).
+/// (`Server::restart` keeps the environment, and so the address). Chosen below the kernel's
+/// ephemeral range, where no outgoing connection or `:0` listener can take it between a kill and
+/// the restart.
 fn env_with_port(extra: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = (0..1000)
+        .map(|_| rand::random::<u16>() % 12_000 + 20_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 20000..32000");
     let mut env = vec![
         ("ECOSIRE_BIND".to_string(), format!("127.0.0.1:{port}")),
         // Tests run in parallel against one PostgreSQL: small pools.
@@ -48,6 +49,7 @@ struct Licensed {
     http: reqwest::Client,
     admin: String,
     product_id: String,
+    product_slug: String,
     license_id: String,
     key: String,
     /// The server's JWKS as the application ships it.
@@ -67,6 +69,7 @@ impl Licensed {
             .await;
         assert_eq!(st, 201, "{p}");
         let product_id = p["id"].as_str().unwrap().to_string();
+        let product_slug = p["slug"].as_str().unwrap().to_string();
         let (license_id, key) = server.license(&http, &admin, &product_id).await;
         let jwks = http
             .get(server.url("/.well-known/jwks.json"))
@@ -82,6 +85,7 @@ impl Licensed {
             http,
             admin,
             product_id,
+            product_slug,
             license_id,
             key,
             jwks,
@@ -647,9 +651,10 @@ fn the_blocking_client_needs_no_runtime_of_the_applications() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut l = rt.block_on(Licensed::new(json!({}), &[]));
     let dir = tempfile::tempdir().unwrap();
+    // The product by slug, this time: the id comes from the server's signed answer.
     let client = builder(
         &l.server.base,
-        &l.product_id,
+        &l.product_slug,
         &l.jwks,
         dir.path(),
         &Skew::default(),
@@ -661,6 +666,7 @@ fn the_blocking_client_needs_no_runtime_of_the_applications() {
         .activate(&l.key, client.machine_fingerprint())
         .unwrap();
     assert!(matches!(status, Status::Valid(_)), "{status:?}");
+    assert_eq!(grant(&status).product_id, l.product_id);
     assert!(matches!(client.check().unwrap(), Status::Valid(_)));
 
     // Heartbeats run on the client's own thread while this one does something else.
@@ -671,4 +677,5 @@ fn the_blocking_client_needs_no_runtime_of_the_applications() {
     l.server.kill9();
     let status = client.check().unwrap();
     offline(&status);
+    assert_eq!(grant(&status).product_id, l.product_id);
 }

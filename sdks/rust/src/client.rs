@@ -478,7 +478,7 @@ impl LicenseClient {
         if claims.nonce.as_deref() != Some(nonce.as_str()) {
             return Err(Error::ReplayedAnswer);
         }
-        self.expected(&record).check(&claims)?;
+        self.expected(&record, None).check(&claims)?;
         // The nonce makes this the server's answer to this very request, product included, so
         // its iat is server time now and its product is the one asked for.
         record.product_id = Some(claims.product.clone());
@@ -489,14 +489,18 @@ impl LicenseClient {
         Ok(Ok(Status::Valid(Grant::new(claims, token))))
     }
 
-    fn expected<'a>(&'a self, record: &'a Record) -> Expected<'a> {
+    /// What a token must say to count for this machine. The product is checked against the
+    /// builder's product id, or, when the builder names a slug, against `learnt_product`: the id
+    /// a verified online answer named (offline; online the server checks the slug itself and
+    /// the nonce binds its answer to this request).
+    fn expected<'a>(&'a self, record: &'a Record, learnt_product: Option<&'a str>) -> Expected<'a> {
         let product = &self.inner.product;
         Expected {
             issuer: &self.inner.issuer,
             product_id: if is_product_id(product) {
                 Some(product)
             } else {
-                record.product_id.as_deref()
+                learnt_product
             },
             fingerprint: &record.fingerprint,
         }
@@ -512,7 +516,8 @@ impl LicenseClient {
             return Err(Error::NoStoredToken { reason });
         };
         let claims = token::verify(&token, |kid| self.known_key(kid))?;
-        self.expected(&record).check(&claims)?;
+        self.expected(&record, record.product_id.as_deref())
+            .check(&claims)?;
         let now = unix(self.now());
         let high_water = record.high_water().max(claims.iat);
         let tolerance = i64::try_from(self.inner.tolerance.as_secs()).unwrap_or(i64::MAX);
@@ -756,9 +761,11 @@ mod tests {
         assert_eq!(url_segment("a/b?c"), "a%2Fb%3Fc");
     }
 
-    /// A client whose server refuses connections, with a sealed cache holding `token` (signed
-    /// as the test likes: the seal holds, so only the token's own checks can refuse it).
+    /// A client of `product` whose server refuses connections, with a sealed cache holding
+    /// `token` (signed as the test likes: the seal holds, so only the token's own checks can
+    /// refuse it) and the product id `prd_1` learnt online.
     async fn offline_with(
+        product: &str,
         token: impl FnOnce(&str) -> String,
     ) -> (Result<Status, Error>, tempfile::TempDir) {
         let server = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
@@ -771,7 +778,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let client = LicenseClient::builder()
             .base_url(format!("http://127.0.0.1:{closed}"))
-            .product("prd_1")
+            .product(product)
             .public_keys(
                 PublicKeys::new()
                     .with_ed25519(server.verifying_key().to_bytes())
@@ -803,7 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sealed_cache_is_still_only_as_good_as_its_token() {
-        let (status, _dir) = offline_with(|kid| signed(5, kid, |_| {})).await;
+        let (status, _dir) = offline_with("prd_1", |kid| signed(5, kid, |_| {})).await;
         assert!(
             matches!(
                 status,
@@ -816,7 +823,7 @@ mod tests {
         );
         // Re-sealing the file (the seal's key can be derived by anyone on the machine) does not
         // make a token the server did not sign, or signed for another device or product, count.
-        let (status, _dir) = offline_with(|kid| signed(6, kid, |_| {})).await;
+        let (status, _dir) = offline_with("prd_1", |kid| signed(6, kid, |_| {})).await;
         assert!(
             matches!(status, Err(Error::TokenRefused(TokenError::Signature))),
             "{status:?}"
@@ -833,12 +840,30 @@ mod tests {
             ),
             ("iss", Box::new(|c: &mut Claims| c.iss = "elsewhere".into())),
         ] {
-            let (status, _dir) = offline_with(|kid| signed(5, kid, change)).await;
+            let (status, _dir) = offline_with("prd_1", |kid| signed(5, kid, change)).await;
             assert!(
                 matches!(&status, Err(Error::TokenRefused(TokenError::Claim { claim: c, .. })) if *c == claim),
                 "{claim}: {status:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_product_named_by_slug_is_bound_offline_by_the_id_learnt_online() {
+        let (status, _dir) = offline_with("desktop-pro", |kid| signed(5, kid, |_| {})).await;
+        assert!(matches!(status, Ok(Status::Offline { .. })), "{status:?}");
+        let other_product = |kid: &str| signed(5, kid, |c| c.product = "prd_2".into());
+        let (status, _dir) = offline_with("desktop-pro", other_product).await;
+        assert!(
+            matches!(
+                &status,
+                Err(Error::TokenRefused(TokenError::Claim {
+                    claim: "product",
+                    ..
+                }))
+            ),
+            "{status:?}"
+        );
     }
 
     #[test]
