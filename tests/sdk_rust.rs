@@ -15,7 +15,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use common::process::{Deployment, Server};
-use ecosire_client::{Error, LicenseClient, OfflineReason, PublicKeys, Status, TokenError};
+use ecosire_client::{
+    ClientBuilder, Error, LicenseClient, OfflineReason, PublicKeys, Status, TokenError,
+};
 use serde_json::{Value, json};
 
 /// A port of its own for each server, so that a restarted server is where the client expects it
@@ -92,11 +94,22 @@ impl Licensed {
         }
     }
 
-    /// A client of this product, with its cache in `dir` and its clock from `clock`.
-    fn client(&self, dir: &Path, clock: &Skew) -> LicenseClient {
-        builder(&self.server.base, &self.product_id, &self.jwks, dir, clock)
+    /// A new device with a client of this product (the builder's defaults, then `tweak`),
+    /// activated.
+    async fn activated(
+        &self,
+        tweak: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> (Device, LicenseClient) {
+        let device = Device::new();
+        let client = tweak(device.builder(self, &self.server.base))
             .build()
-            .unwrap()
+            .unwrap();
+        let status = client
+            .activate(&self.key, client.machine_fingerprint())
+            .await
+            .unwrap();
+        assert!(matches!(status, Status::Valid(_)), "{status:?}");
+        (device, client)
     }
 
     async fn revoke(&self) {
@@ -138,21 +151,36 @@ impl Licensed {
     }
 }
 
-fn builder(
-    base: &str,
-    product: &str,
-    jwks: &str,
-    dir: &Path,
-    clock: &Skew,
-) -> ecosire_client::ClientBuilder {
-    let clock = clock.clone();
-    LicenseClient::builder()
-        .base_url(base)
-        .product(product)
-        .public_keys(PublicKeys::from_jwks(jwks).unwrap())
-        .cache_dir(dir)
-        .timeout(Duration::from_secs(5))
-        .clock(move || clock.now())
+/// One machine: its cache folder and its clock.
+struct Device {
+    dir: tempfile::TempDir,
+    clock: Skew,
+}
+
+impl Device {
+    fn new() -> Device {
+        Device {
+            dir: tempfile::tempdir().unwrap(),
+            clock: Skew::default(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client builder for `l`'s product (by id) on this device, talking to `base` (the server,
+    /// or something in between).
+    fn builder(&self, l: &Licensed, base: &str) -> ClientBuilder {
+        let clock = self.clock.clone();
+        LicenseClient::builder()
+            .base_url(base)
+            .product(&l.product_id)
+            .public_keys(PublicKeys::from_jwks(&l.jwks).unwrap())
+            .cache_dir(self.dir())
+            .timeout(Duration::from_secs(5))
+            .clock(move || clock.now())
+    }
 }
 
 /// The client's clock: real time moved by a signed offset the test sets.
@@ -205,8 +233,8 @@ async fn activate_check_offline_restart_and_revoke() {
         &[],
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = l.client(dir.path(), &Skew::default());
+    let device = Device::new();
+    let client = device.builder(&l, &l.server.base).build().unwrap();
     let fingerprint = client.machine_fingerprint().to_string();
 
     let status = client.activate(&l.key, &fingerprint).await.unwrap();
@@ -261,13 +289,8 @@ async fn activate_check_offline_restart_and_revoke() {
 #[tokio::test]
 async fn a_clock_set_back_fails_offline_checks_with_clock_rollback() {
     let mut l = Licensed::new(json!({"offline_lease_days": 7}), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = l.client(dir.path(), &clock);
-    client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
+    let (device, client) = l.activated(|b| b).await;
+    let clock = &device.clock;
     l.server.kill9();
 
     let check = || async { client.check().await };
@@ -308,13 +331,7 @@ async fn a_clock_set_back_fails_offline_checks_with_clock_rollback() {
 #[tokio::test]
 async fn a_tampered_cache_file_is_refused_offline_and_replaced_online() {
     let mut l = Licensed::new(json!({}), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = l.client(dir.path(), &clock);
-    client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
+    let (_device, client) = l.activated(|b| b).await;
     l.server.kill9();
     grant(&client.check().await.unwrap());
     let original = std::fs::read(client.cache_file()).unwrap();
@@ -364,17 +381,12 @@ async fn a_tampered_cache_file_is_refused_offline_and_replaced_online() {
     }
 
     // The same file on another machine (another machine id): refused too.
-    let elsewhere = tempfile::tempdir().unwrap();
-    let copy = builder(
-        &l.server.base,
-        &l.product_id,
-        &l.jwks,
-        elsewhere.path(),
-        &clock,
-    )
-    .machine_id("another-machine")
-    .build()
-    .unwrap();
+    let elsewhere = Device::new();
+    let copy = elsewhere
+        .builder(&l, &l.server.base)
+        .machine_id("another-machine")
+        .build()
+        .unwrap();
     std::fs::write(copy.cache_file(), &original).unwrap();
     let err = copy.check().await.unwrap_err();
     assert!(matches!(err, Error::CacheRefused(_)), "{err:?}");
@@ -396,17 +408,9 @@ async fn a_tampered_cache_file_is_refused_offline_and_replaced_online() {
 #[tokio::test]
 async fn a_rate_limited_server_is_not_hammered_and_the_stored_token_answers() {
     let l = Licensed::new(json!({}), &[("ECOSIRE_RATE_LIMIT_VALIDATE", "1/min")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = l.client(dir.path(), &clock);
-    let status = client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
-    assert!(
-        matches!(status, Status::Valid(_)),
-        "the first validate of the minute"
-    );
+    // Activation's validate is the one the minute allows.
+    let (device, client) = l.activated(|b| b).await;
+    let clock = &device.clock;
 
     let status = client.check().await.unwrap();
     let (_, reason) = offline(&status);
@@ -490,11 +494,8 @@ async fn replaying_proxy(upstream: String) -> String {
 async fn a_replayed_answer_is_refused_and_changes_nothing() {
     let mut l = Licensed::new(json!({}), &[]).await;
     let proxy = replaying_proxy(l.server.base.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = builder(&proxy, &l.product_id, &l.jwks, dir.path(), &clock)
-        .build()
-        .unwrap();
+    let device = Device::new();
+    let client = device.builder(&l, &proxy).build().unwrap();
     client
         .activate(&l.key, client.machine_fingerprint())
         .await
@@ -508,9 +509,7 @@ async fn a_replayed_answer_is_refused_and_changes_nothing() {
     assert_eq!(std::fs::read(client.cache_file()).unwrap(), stored);
 
     // The real server, asked directly, has the last word.
-    let direct = builder(&l.server.base, &l.product_id, &l.jwks, dir.path(), &clock)
-        .build()
-        .unwrap();
+    let direct = device.builder(&l, &l.server.base).build().unwrap();
     let status = direct.check().await.unwrap();
     assert!(
         matches!(&status, Status::Invalid { code, .. } if code == "REVOKED"),
@@ -526,15 +525,9 @@ async fn a_replayed_answer_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_rotated_signing_key_is_fetched_once_and_trusted_only_in_memory() {
     let mut l = Licensed::new(json!({}), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = l.client(dir.path(), &clock);
     let jwks = "/.well-known/jwks.json";
     let fetched_by_the_test = l.answered(jwks, "").await;
-    client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
+    let (device, client) = l.activated(|b| b).await;
     assert_eq!(
         l.answered(jwks, "").await,
         fetched_by_the_test,
@@ -559,7 +552,7 @@ async fn a_rotated_signing_key_is_fetched_once_and_trusted_only_in_memory() {
     grant(&client.check().await.unwrap());
     // … but after a restart of the application only pinned keys count: a key read back from
     // a file on the user's disk would be a key anyone could replace.
-    let restarted = l.client(dir.path(), &clock);
+    let restarted = device.builder(&l, &l.server.base).build().unwrap();
     let err = restarted.check().await.unwrap_err();
     assert!(
         matches!(err, Error::TokenRefused(TokenError::UnknownKey(_))),
@@ -582,25 +575,18 @@ async fn report_until(
 #[tokio::test]
 async fn heartbeats_keep_the_seat_alive_and_shutdown_frees_it() {
     let l = Licensed::new(json!({"heartbeat_timeout_s": 90}), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-
-    // Derived from the product: a third of its heartbeat timeout.
-    let derived = l.client(dir.path(), &clock);
+    let (device, client) = l
+        .activated(|b| {
+            b.heartbeat_interval(Duration::from_millis(50))
+                .deactivate_on_shutdown(true)
+        })
+        .await;
+    // Without a configured interval: a third of the product's heartbeat timeout.
+    let derived = device.builder(&l, &l.server.base).build().unwrap();
     assert_eq!(
         derived.heartbeat_interval().await.unwrap(),
         Duration::from_secs(30)
     );
-
-    let client = builder(&l.server.base, &l.product_id, &l.jwks, dir.path(), &clock)
-        .heartbeat_interval(Duration::from_millis(50))
-        .deactivate_on_shutdown(true)
-        .build()
-        .unwrap();
-    client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
     let first_beat = l.activations().await[0]["last_heartbeat_at"].clone();
     let mut reports = client.start_heartbeat();
     let report = report_until(&mut reports, |r| r.beats >= 3).await;
@@ -618,16 +604,9 @@ async fn heartbeats_keep_the_seat_alive_and_shutdown_frees_it() {
 #[tokio::test]
 async fn a_refused_heartbeat_drops_the_stored_token() {
     let mut l = Licensed::new(json!({}), &[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Skew::default();
-    let client = builder(&l.server.base, &l.product_id, &l.jwks, dir.path(), &clock)
-        .heartbeat_interval(Duration::from_millis(50))
-        .build()
-        .unwrap();
-    client
-        .activate(&l.key, client.machine_fingerprint())
-        .await
-        .unwrap();
+    let (_device, client) = l
+        .activated(|b| b.heartbeat_interval(Duration::from_millis(50)))
+        .await;
     let mut reports = client.start_heartbeat();
     report_until(&mut reports, |r| r.beats >= 1).await;
     l.revoke().await;
@@ -650,18 +629,14 @@ async fn a_refused_heartbeat_drops_the_stored_token() {
 fn the_blocking_client_needs_no_runtime_of_the_applications() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut l = rt.block_on(Licensed::new(json!({}), &[]));
-    let dir = tempfile::tempdir().unwrap();
+    let device = Device::new();
     // The product by slug, this time: the id comes from the server's signed answer.
-    let client = builder(
-        &l.server.base,
-        &l.product_slug,
-        &l.jwks,
-        dir.path(),
-        &Skew::default(),
-    )
-    .heartbeat_interval(Duration::from_millis(50))
-    .build_blocking()
-    .unwrap();
+    let client = device
+        .builder(&l, &l.server.base)
+        .product(&l.product_slug)
+        .heartbeat_interval(Duration::from_millis(50))
+        .build_blocking()
+        .unwrap();
     let status = client
         .activate(&l.key, client.machine_fingerprint())
         .unwrap();
