@@ -22,6 +22,11 @@ async fn the_front_door_leads_a_visitor_to_sign_in() {
     let r = app.get("/dashboard", None).await;
     assert!(r.status.is_redirection());
     assert_eq!(r.header("location"), Some("/login?next=/dashboard"));
+    let r = app.get("/dashboard/api-keys", None).await;
+    assert_eq!(
+        r.header("location"),
+        Some("/login?next=/dashboard/api-keys")
+    );
     let r = app.get("/login?next=/dashboard", None).await;
     assert_eq!(r.status.as_u16(), 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));

@@ -48,8 +48,10 @@ async function submit(form, event) {
     const res = await fetch(form.dataset.api, {
       method: form.dataset.method || "POST",
       credentials: "same-origin",
-      headers: { "content-type": "application/json", "x-requested-with": "ecosire-dashboard" },
-      body: JSON.stringify(data),
+      headers: form.dataset.method === "DELETE"
+        ? { "x-requested-with": "ecosire-dashboard" }
+        : { "content-type": "application/json", "x-requested-with": "ecosire-dashboard" },
+      body: form.dataset.method === "DELETE" ? undefined : JSON.stringify(data),
     });
     if (!res.ok) {
       let problem = {};
@@ -57,6 +59,11 @@ async function submit(form, event) {
       if (res.status === 429) problem.message = `Too many attempts; try again in ${res.headers.get("retry-after") || "a few"} seconds.`;
       showError(form, problem);
       return;
+    }
+    // A secret the answer shows once (a new API key): into the form's result slot, never stored.
+    if (form.dataset.result) {
+      const answer = await res.json();
+      form.querySelector("[data-result-value]").textContent = answer[form.dataset.result] ?? "";
     }
     if (form.dataset.then) { window.location.assign(form.dataset.then); return; }
     if (form.dataset.reload !== undefined) { window.location.reload(); return; }

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
     let pages = Router::new()
         .route("/login", get(pages::login))
         .route("/dashboard", get(pages::licenses))
+        .route("/dashboard/api-keys", get(pages::api_keys))
         .route("/account/forgot-password", get(pages::forgot_password))
         .route("/account/reset-password", get(pages::reset_password))
         .route("/account/set-password", get(pages::set_password))

@@ -163,19 +163,43 @@ struct Licenses {
     licenses: Vec<LicenseLine>,
 }
 
-/// The signed-in user's licenses (an admin sees their own here too; administration has its own
-/// pages). Signed out: to the sign-in page, back here after.
+/// The caller of a page that needs one, and the same caller narrowed to their own objects (an
+/// admin sees their own here too: administration has its own pages); signed out, a redirect to
+/// the sign-in page that comes back to `here`.
+async fn signed_in(
+    state: &AppState,
+    principal: MaybePrincipal,
+    here: &str,
+) -> Result<
+    std::result::Result<(crate::auth::Principal, crate::auth::Principal, Option<Me>), Response>,
+> {
+    let Some(p) = principal.0 else {
+        return Ok(Err(
+            Redirect::to(&format!("/login?next={here}")).into_response()
+        ));
+    };
+    let own = crate::auth::Principal {
+        role: crate::auth::Role::Customer,
+        ..p.clone()
+    };
+    let user = me(state, &p).await?;
+    Ok(Ok((p, own, user)))
+}
+
+fn date(t: Option<crate::timestamp::Timestamp>, none: &str) -> String {
+    t.map(|t| t.to_rfc3339()[..10].to_string())
+        .unwrap_or_else(|| none.into())
+}
+
+/// The signed-in user's licenses, through the API's own listing. Signed out: to the sign-in
+/// page, back here after.
 pub async fn licenses(
     State(state): State<AppState>,
     principal: MaybePrincipal,
 ) -> Result<Response> {
-    let Some(p) = principal.0 else {
-        return Ok(Redirect::to("/login?next=/dashboard").into_response());
-    };
-    // The API's own listing, narrowed to the caller's licenses whatever their role.
-    let own = crate::auth::Principal {
-        role: crate::auth::Role::Customer,
-        ..p.clone()
+    let (_, own, user) = match signed_in(&state, principal, "/dashboard").await? {
+        Ok(x) => x,
+        Err(redirect) => return Ok(redirect),
     };
     let page = crate::licensing::admin::list_licenses(
         State(state.clone()),
@@ -216,20 +240,114 @@ pub async fn licenses(
                 },
                 devices: l.activations_count,
                 seats: l.max_activations,
-                expires: l
-                    .expires_at
-                    .map(|t| t.to_rfc3339()[..10].to_string())
-                    .unwrap_or_else(|| "never".into()),
+                expires: date(l.expires_at, "never"),
                 id: l.id,
             }
         })
         .collect();
-    let user = me(&state, &p).await?;
     Ok(render(Licenses {
         assets: &URLS,
         user,
         nav: "licenses",
         narrow: false,
         licenses,
+    }))
+}
+
+/// One API key as the page lists it.
+pub struct KeyLine {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scope: &'static str,
+    pub environment: &'static str,
+    pub requests: i64,
+    pub error_rate: String,
+    pub last_used: String,
+    pub status: &'static str,
+    pub expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/api_keys.html", config = "src/askama.toml")]
+struct ApiKeys {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    is_admin: bool,
+    grace: String,
+    keys: Vec<KeyLine>,
+}
+
+/// How long a rotated key keeps working, in words.
+fn grace_words(s: u64) -> String {
+    match s {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} hours", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// The signed-in user's API keys (through the API's listing, so usage counters are current).
+pub async fn api_keys(
+    State(state): State<AppState>,
+    principal: MaybePrincipal,
+) -> Result<Response> {
+    let (p, own, user) = match signed_in(&state, principal, "/dashboard/api-keys").await? {
+        Ok(x) => x,
+        Err(redirect) => return Ok(redirect),
+    };
+    let page = crate::accounts::api_keys::list_api_keys(
+        State(state.clone()),
+        crate::auth::KeyManager(own),
+        Listing {
+            page: PageRequest {
+                limit: 100,
+                before_id: None,
+            },
+            filters: Default::default(),
+        },
+    )
+    .await?
+    .0;
+    let now = crate::timestamp::now_ms();
+    let keys = page
+        .data
+        .into_iter()
+        .map(|k| KeyLine {
+            status: if k.revoked_at.is_some() {
+                "revoked"
+            } else if k.expires_at.is_some_and(|e| e.0 <= now) {
+                "expired"
+            } else {
+                "active"
+            },
+            error_rate: if k.request_count == 0 {
+                "–".into()
+            } else {
+                format!(
+                    "{:.1} %",
+                    100.0 * k.error_count as f64 / k.request_count as f64
+                )
+            },
+            last_used: date(k.last_used_at, "never"),
+            expires: date(k.expires_at, ""),
+            requests: k.request_count,
+            scope: k.scope.as_str(),
+            environment: k.environment.as_str(),
+            prefix: k.prefix,
+            name: k.name,
+            id: k.id,
+        })
+        .collect();
+    Ok(render(ApiKeys {
+        assets: &URLS,
+        user,
+        nav: "api-keys",
+        narrow: false,
+        is_admin: p.role == crate::auth::Role::Admin,
+        grace: grace_words(state.config.api_key_grace_s),
+        keys,
     }))
 }
