@@ -22,6 +22,11 @@ async fn the_front_door_leads_a_visitor_to_sign_in() {
     let r = app.get("/dashboard", None).await;
     assert!(r.status.is_redirection());
     assert_eq!(r.header("location"), Some("/login?next=/dashboard"));
+    let r = app.get("/dashboard/admin/licenses", None).await;
+    assert_eq!(
+        r.header("location"),
+        Some("/login?next=/dashboard/admin/licenses")
+    );
     let r = app.get("/dashboard/api-keys", None).await;
     assert_eq!(
         r.header("location"),
@@ -132,4 +137,29 @@ async fn a_customer_sees_only_their_own_licenses_with_keys_behind_a_button() {
         )
         .await;
     assert!(r.text.contains("No licenses yet"));
+    // Admin pages: a 403 page for a customer, the page for an admin.
+    let r = app
+        .send(
+            axum::http::Request::get("/dashboard/admin/licenses")
+                .header("cookie", format!("ecosire_auth={s2}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403);
+    assert!(r.text.contains("This page is for administrators"));
+    let r = app
+        .send(
+            axum::http::Request::get(format!(
+                "/dashboard/admin/licenses?q={}",
+                mine["key"].as_str().unwrap()
+            ))
+            .header("cookie", format!("ecosire_auth={}", app.admin_token))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(r.text.contains(mine["key_last4"].as_str().unwrap()));
+    assert!(r.text.contains("pat@example.com"));
 }

@@ -63,7 +63,9 @@ async function submit(form, event) {
     // A secret the answer shows once (a new API key): into the form's result slot, never stored.
     if (form.dataset.result) {
       const answer = await res.json();
-      form.querySelector("[data-result-value]").textContent = answer[form.dataset.result] ?? "";
+      // A dotted path: `license.key` in `{license: {key}}`.
+      const value = form.dataset.result.split(".").reduce((o, k) => (o == null ? o : o[k]), answer);
+      form.querySelector("[data-result-value]").textContent = value ?? "";
     }
     if (form.dataset.then) { window.location.assign(form.dataset.then); return; }
     if (form.dataset.reload !== undefined) { window.location.reload(); return; }

@@ -351,3 +351,260 @@ pub async fn api_keys(
         keys,
     }))
 }
+
+#[derive(Template)]
+#[template(path = "dashboard/message.html", config = "src/askama.toml")]
+struct Message {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    heading: &'static str,
+    text: &'static str,
+}
+
+/// A signed-in user on an admin page: a 403 page that says why and where to go, the API's rule
+/// (`Principal::is_admin`) deciding.
+fn not_for_you(user: Option<Me>) -> Response {
+    let mut res = render(Message {
+        assets: &URLS,
+        user,
+        nav: "",
+        narrow: true,
+        heading: "Not for this account",
+        text: "This page is for administrators. Sign in with an admin account to use it.",
+    });
+    *res.status_mut() = axum::http::StatusCode::FORBIDDEN;
+    res
+}
+
+/// An admin page's caller: the admin, or the response to send instead (sign in, or 403).
+async fn admin(
+    state: &AppState,
+    principal: MaybePrincipal,
+    here: &str,
+) -> Result<std::result::Result<(crate::auth::Principal, Option<Me>), Response>> {
+    Ok(match signed_in(state, principal, here).await? {
+        Err(redirect) => Err(redirect),
+        Ok((p, _, user)) if p.is_admin(&axum::http::Method::GET) => Ok((p, user)),
+        Ok((_, _, user)) => Err(not_for_you(user)),
+    })
+}
+
+/// A license as the admin pages show it.
+pub struct AdminLicense {
+    pub id: String,
+    pub key: String,
+    pub last4: String,
+    pub product: String,
+    pub owner: String,
+    pub status: &'static str,
+    pub devices: i64,
+    pub seats: i64,
+    pub expires: String,
+}
+
+async fn admin_view(
+    state: &AppState,
+    l: crate::licensing::model::License,
+    products: &std::collections::HashMap<String, String>,
+) -> Result<AdminLicense> {
+    let owner = match &l.user_id {
+        Some(uid) => crate::accounts::users::find_by_id(state, uid)
+            .await?
+            .map(|u| u.user.email)
+            .unwrap_or_else(|| uid.clone()),
+        None => "nobody yet (granted to an unverified address)".into(),
+    };
+    let expired = l
+        .expires_at
+        .is_some_and(|e| e.0 <= crate::timestamp::now_ms());
+    Ok(AdminLicense {
+        product: products
+            .get(&l.product_id)
+            .cloned()
+            .unwrap_or(l.product_id.clone()),
+        owner,
+        status: if expired && l.status.as_str() == "active" {
+            "expired"
+        } else {
+            l.status.as_str()
+        },
+        devices: l.activations_count,
+        seats: l.max_activations,
+        expires: date(l.expires_at, "never"),
+        key: l.key.unwrap_or_default(),
+        last4: l.key_last4,
+        id: l.id,
+    })
+}
+
+async fn product_names(state: &AppState) -> Result<std::collections::HashMap<String, String>> {
+    Ok(sqlx::query_as("SELECT id, name FROM products")
+        .fetch_all(&state.db.pool)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/admin_licenses.html", config = "src/askama.toml")]
+struct AdminLicenses {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    q: String,
+    note: Option<String>,
+    licenses: Vec<AdminLicense>,
+}
+
+#[derive(Deserialize)]
+pub struct Search {
+    q: Option<String>,
+}
+
+/// Admin → licenses: all of them, or those matching a key, a customer's email or a product.
+pub async fn admin_licenses(
+    State(state): State<AppState>,
+    principal: MaybePrincipal,
+    Query(search): Query<Search>,
+) -> Result<Response> {
+    let (p, user) = match admin(&state, principal, "/dashboard/admin/licenses").await? {
+        Ok(x) => x,
+        Err(other) => return Ok(other),
+    };
+    let q = search.q.unwrap_or_default().trim().to_string();
+    let mut filters = crate::licensing::admin::LicenseFilters::default();
+    let mut note = None;
+    let mut only: Option<String> = None;
+    if let Some(key) = crate::licensing::key::LicenseKey::parse(&q) {
+        only = sqlx::query_scalar("SELECT id FROM licenses WHERE key_digest = $1")
+            .bind(key.digest_hex())
+            .fetch_optional(&state.db.pool)
+            .await?;
+        if only.is_none() {
+            note = Some("No license has this key.".to_string());
+        }
+    } else if q.contains('@') {
+        match crate::http::checks::normalize_email(&q) {
+            Some(email) => match crate::accounts::users::find_by_email(&state, &email).await? {
+                Some(u) => filters.user_id = Some(u.user.id),
+                None => note = Some(format!("No account uses {email}.")),
+            },
+            None => note = Some("That is not a valid email address.".to_string()),
+        }
+    } else if !q.is_empty() {
+        match crate::licensing::products::find(&state.db, &q).await? {
+            Some(prod) => filters.product_id = Some(prod.id),
+            None => note = Some(format!("No product has the id or slug {q}.")),
+        }
+    }
+    let products = product_names(&state).await?;
+    let found = if note.is_some() {
+        vec![]
+    } else if let Some(id) = only {
+        vec![
+            crate::licensing::admin::get_license(
+                State(state.clone()),
+                p,
+                crate::http::extract::Path(id),
+            )
+            .await?
+            .0,
+        ]
+    } else {
+        crate::licensing::admin::list_licenses(
+            State(state.clone()),
+            p,
+            Listing {
+                page: PageRequest {
+                    limit: 100,
+                    before_id: None,
+                },
+                filters,
+            },
+        )
+        .await?
+        .0
+        .data
+    };
+    let mut licenses = Vec::with_capacity(found.len());
+    for l in found {
+        licenses.push(admin_view(&state, l, &products).await?);
+    }
+    Ok(render(AdminLicenses {
+        assets: &URLS,
+        user,
+        nav: "admin-licenses",
+        narrow: false,
+        q,
+        note,
+        licenses,
+    }))
+}
+
+/// One device, as the license page lists it.
+pub struct DeviceLine {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub created: String,
+    pub heartbeat: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/admin_license.html", config = "src/askama.toml")]
+struct AdminLicensePage {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    l: AdminLicense,
+    activations: Vec<DeviceLine>,
+}
+
+/// Admin → one license: its key, devices, and the lifecycle actions (each a call to the API).
+pub async fn admin_license(
+    State(state): State<AppState>,
+    principal: MaybePrincipal,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response> {
+    let (p, user) = match admin(&state, principal, "/dashboard/admin/licenses").await? {
+        Ok(x) => x,
+        Err(other) => return Ok(other),
+    };
+    let license = crate::licensing::admin::get_license(
+        State(state.clone()),
+        p.clone(),
+        crate::http::extract::Path(id.clone()),
+    )
+    .await?
+    .0;
+    let activations = crate::licensing::admin::list_license_activations(
+        State(state.clone()),
+        p,
+        crate::http::extract::Path(id),
+    )
+    .await?
+    .0
+    .data
+    .into_iter()
+    .map(|a| DeviceLine {
+        name: a.name.unwrap_or_else(|| a.hostname.unwrap_or_default()),
+        created: a.created_at.to_rfc3339(),
+        heartbeat: a.last_heartbeat_at.to_rfc3339(),
+        fingerprint: a.fingerprint,
+        id: a.id,
+    })
+    .collect();
+    let products = product_names(&state).await?;
+    Ok(render(AdminLicensePage {
+        assets: &URLS,
+        user,
+        nav: "admin-licenses",
+        narrow: false,
+        l: admin_view(&state, license, &products).await?,
+        activations,
+    }))
+}
