@@ -102,3 +102,57 @@ document.addEventListener("click", (e) => {
     b.parentElement.querySelectorAll(".masked").forEach((m) => { m.hidden = true; });
   }
 });
+
+// Webhook signatures, computed here with WebCrypto: `v1` is the lowercase hex HMAC-SHA256 of
+// "{t}.{raw body}", keyed with the whole `whsec_…` secret as UTF-8 (the Stripe scheme).
+async function hmacHex(secret, message) {
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(message)));
+  return Array.from(sig, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A string as one single-quoted shell word. */
+const shellQuote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
+
+document.addEventListener("submit", async (e) => {
+  const form = e.target;
+  if (!(form instanceof HTMLFormElement)) return;
+  if (form.dataset.curl !== undefined) {
+    e.preventDefault();
+    const option = form.elements.type.selectedOptions[0];
+    const event = JSON.parse(option.dataset.example);
+    const t = Math.floor(Date.now() / 1000);
+    event.created = t;
+    const body = JSON.stringify(event);
+    const v1 = await hmacHex(form.elements.secret.value, `${t}.${body}`);
+    form.querySelector("#curl-out").textContent = [
+      `curl -sS -X POST ${shellQuote(form.elements.url.value)}`,
+      `  -H 'content-type: application/json'`,
+      `  -H ${shellQuote(`x-license-signature: t=${t},v1=${v1}`)}`,
+      `  -H ${shellQuote(`x-ecosire-event: ${event.type}`)}`,
+      `  --data-raw ${shellQuote(body)}`,
+    ].join(" \\\n");
+    form.querySelector("[data-done]").hidden = false;
+  } else if (form.dataset.verify !== undefined) {
+    e.preventDefault();
+    const verdict = form.querySelector("[data-verdict]");
+    const pairs = form.elements.header.value.split(",").map((p) => p.trim().split("="));
+    const t = Number(pairs.find(([k]) => k === "t")?.[1]);
+    const sigs = pairs.filter(([k]) => k === "v1").map(([, v]) => v);
+    let ok = false, why;
+    if (!Number.isInteger(t) || sigs.length === 0) {
+      why = "The header must look like t=<unix seconds>,v1=<hex>.";
+    } else {
+      const expected = await hmacHex(form.elements.secret.value, `${t}.${form.elements.body.value}`);
+      const age = Math.floor(Date.now() / 1000) - t;
+      if (!sigs.includes(expected)) why = "No v1 signature matches: check the secret, and that the body is byte for byte what was received.";
+      else if (Math.abs(age) > 300) why = `The signature is right, but it was made ${age} s ago: receivers should reject it as stale (tolerance 300 s).`;
+      else ok = true;
+    }
+    verdict.className = ok ? "alert ok" : "alert error";
+    verdict.textContent = ok ? "Valid signature: a receiver should accept this event." : `Invalid. ${why}`;
+    verdict.hidden = false;
+    verdict.focus();
+  }
+});

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(pages::login))
         .route("/dashboard", get(pages::licenses))
         .route("/dashboard/api-keys", get(pages::api_keys))
+        .route("/dashboard/webhooks", get(pages::webhooks))
         .route("/dashboard/admin/licenses", get(pages::admin_licenses))
         .route("/dashboard/admin/licenses/{id}", get(pages::admin_license))
         .route("/account/forgot-password", get(pages::forgot_password))

@@ -608,3 +608,52 @@ pub async fn admin_license(
         activations,
     }))
 }
+
+/// One event type as the explorer shows it.
+pub struct EventLine {
+    pub kind: &'static str,
+    pub description: &'static str,
+    /// The example event, compact: the generator signs exactly this (with a fresh `created`).
+    pub example: String,
+    pub pretty: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhooks.html", config = "src/askama.toml")]
+struct Webhooks {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    events: Vec<EventLine>,
+}
+
+/// The events explorer: the catalog of `GET /api/webhooks/events`, a cURL generator and a
+/// signature checker that run in the browser.
+pub async fn webhooks(
+    State(state): State<AppState>,
+    principal: MaybePrincipal,
+) -> Result<Response> {
+    let (_, _, user) = match signed_in(&state, principal, "/dashboard/webhooks").await? {
+        Ok(x) => x,
+        Err(redirect) => return Ok(redirect),
+    };
+    let catalog = crate::events::catalog::list_event_types(Public).await.0;
+    let events = catalog
+        .data
+        .into_iter()
+        .map(|e| EventLine {
+            kind: e.kind,
+            description: e.description,
+            example: e.example.to_string(),
+            pretty: serde_json::to_string_pretty(&e.example).expect("json"),
+        })
+        .collect();
+    Ok(render(Webhooks {
+        assets: &URLS,
+        user,
+        nav: "webhooks",
+        narrow: false,
+        events,
+    }))
+}
