@@ -197,8 +197,11 @@ pub struct LicenseCache {
     /// Per shard of digests: the last load that found the database unavailable (its key, when,
     /// why). A request queued behind that load for the same key fails with its answer instead of
     /// loading again, so no request waits out more than one acquire timeout.
-    failed: Box<[std::sync::Mutex<Option<([u8; 32], Instant, String)>>]>,
+    failed: Box<[std::sync::Mutex<Option<FailedLoad>>]>,
 }
+
+/// A load that found the database unavailable: the key's digest, when, and why.
+type FailedLoad = ([u8; 32], Instant, String);
 
 /// How long a load that found the database unavailable makes other misses fail fast.
 const BREAKER: Duration = Duration::from_secs(1);
