@@ -775,10 +775,17 @@ async fn a_lost_admin_password_is_recovered_from_the_command_line() {
     let o = users_cmd(&app, &["list"], "");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let listing = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(listing.contains(common::ADMIN_EMAIL) && listing.contains("admin"), "{listing}");
+    assert!(
+        listing.contains(common::ADMIN_EMAIL) && listing.contains("admin"),
+        "{listing}"
+    );
 
     // set-password: the new one works, the old one and every session do not.
-    let o = users_cmd(&app, &["set-password", common::ADMIN_EMAIL], "recovered-pass-1\n");
+    let o = users_cmd(
+        &app,
+        &["set-password", common::ADMIN_EMAIL],
+        "recovered-pass-1\n",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("sessions were ended"));
     app.get("/api/auth/me", Some(&admin))
@@ -797,12 +804,20 @@ async fn a_lost_admin_password_is_recovered_from_the_command_line() {
     let o = users_cmd(&app, &["set-password", common::ADMIN_EMAIL], "short\n");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("8 to 1024"));
-    let o = users_cmd(&app, &["set-password", "nobody@example.com"], "long-enough-pass\n");
+    let o = users_cmd(
+        &app,
+        &["set-password", "nobody@example.com"],
+        "long-enough-pass\n",
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no user has the email"));
 
     // create-admin: a new admin, or a customer (even a disabled one) made an active admin.
-    let o = users_cmd(&app, &["create-admin", "ops@example.com"], "ops-password-1\n");
+    let o = users_cmd(
+        &app,
+        &["create-admin", "ops@example.com"],
+        "ops-password-1\n",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ops = app.login("ops@example.com", "ops-password-1").await;
     let me = app.get("/api/auth/me", Some(&ops)).await;
@@ -817,7 +832,11 @@ async fn a_lost_admin_password_is_recovered_from_the_command_line() {
     )
     .await
     .expect(200);
-    let o = users_cmd(&app, &["create-admin", "cus@example.com"], "cus-admin-pass\n");
+    let o = users_cmd(
+        &app,
+        &["create-admin", "cus@example.com"],
+        "cus-admin-pass\n",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = app.login("cus@example.com", "cus-admin-pass").await;
     let me = app.get("/api/auth/me", Some(&s)).await;
