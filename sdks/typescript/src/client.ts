@@ -3,7 +3,7 @@
 // operation types, so a method that drifts from the server fails to compile.
 
 import type { components } from './generated/schema.js';
-import { Transport, type RequestOptions, type TransportOptions } from './http.js';
+import { Transport, type RequestOptions } from './http.js';
 import type { PageRequest } from './pagination.js';
 
 type S = components['schemas'];
@@ -79,7 +79,7 @@ export interface ClientOptions {
   baseUrl: string;
   /** An API key (`ecos_live_…`), sent as a bearer token. */
   apiKey?: string;
-  /** A session JWT, sent as a bearer token (login sets it). */
+  /** A session JWT, sent as a bearer token (login sets it); it wins over `apiKey`. */
   token?: string;
   /** A fetch implementation (default: the global one). */
   fetch?: typeof globalThis.fetch;
@@ -112,8 +112,7 @@ export class EcosireClient {
   readonly ops: Ops;
 
   constructor(options: ClientOptions) {
-    const transportOptions: TransportOptions = options;
-    this.t = new Transport(transportOptions);
+    this.t = new Transport(options);
     this.auth = new Auth(this.t);
     this.licenses = new Licenses(this.t);
     this.activations = new Activations(this.t);

@@ -110,11 +110,11 @@ export class Transport {
     args: CallArgs<Op<P, 'get'>> = {},
     options: RequestOptions = {},
   ): PageRequest<ItemOf<Op<P, 'get'>>> {
-    return new PageRequest((cursor) =>
-      this.call('get', path, { ...args, query: { ...args.query, cursor } as CallArgs<Op<P, 'get'>>['query'] }, options) as Promise<
-        Page<ItemOf<Op<P, 'get'>>>
-      >,
-    );
+    type Query = CallArgs<Op<P, 'get'>>['query'];
+    return new PageRequest((cursor) => {
+      const query = { ...args.query, cursor } as Query;
+      return this.call('get', path, { ...args, query }, options) as Promise<Page<ItemOf<Op<P, 'get'>>>>;
+    });
   }
 
   /** One operation of the spec, typed by it. */
