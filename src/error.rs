@@ -188,7 +188,8 @@ impl Error {
         }
     }
 
-    fn public_message(&self) -> String {
+    /// What the body says: never the cause of an opaque error.
+    pub(crate) fn public_message(&self) -> String {
         match self {
             Error::Validation(_) => "Validation failed".into(),
             Error::Unauthenticated => "Authentication required".into(),
@@ -202,36 +203,71 @@ impl Error {
     }
 }
 
-/// The RFC 9457 body plus the members the TypeScript SDK reads.
+/// An error answer (`application/problem+json`, every 4xx and 5xx): the RFC 9457 members `type`,
+/// `title`, `status` and `detail`, plus the members the TypeScript SDK (`@ecosire/sdk`) reads into
+/// its `EcosireError`: `code` → `error.code`, `message` → `error.message`, `details` →
+/// `error.details` and `request_id` → `error.requestId` (the `X-Request-Id` header when present).
+/// `statusCode` and `error` repeat `status` and `title` for clients that expect NestJS-style errors.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Problem {
+    /// A URL naming the kind of error: `https://docs.ecosire.com/errors/` + `code` in kebab case.
     #[serde(rename = "type")]
-    #[schema(example = "https://docs.ecosire.com/errors/validation-failed")]
     pub kind: String,
-    #[schema(example = "Unprocessable Entity")]
+    /// The reason phrase of `status`.
     pub title: String,
-    #[schema(example = 422)]
+    /// The HTTP status of the answer.
     pub status: u16,
-    #[schema(example = "Validation failed")]
+    /// The same human-readable text as `message`.
     pub detail: String,
-    #[schema(example = "VALIDATION_FAILED")]
+    /// A stable SCREAMING_SNAKE name of the error: branch on this, not on the wording.
     pub code: String,
+    /// The same number as `status`.
     #[serde(rename = "statusCode")]
-    #[schema(example = 422)]
     pub status_code: u16,
-    #[schema(example = "Unprocessable Entity")]
+    /// The same text as `title`.
     pub error: String,
-    #[schema(example = "Validation failed")]
+    /// What went wrong, for people; its wording may change.
     pub message: String,
+    /// The fields that failed validation (`VALIDATION_FAILED` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldError>>,
+    /// The request's id, as in the `X-Request-Id` header: quote it when asking for support.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Why the instance is not ready (`GET /api/ready` only), e.g. "connection refused".
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "connection refused")]
     pub cause: Option<String>,
+}
+
+impl Problem {
+    /// The body for `status` and `code`; `type` and `title` follow from them.
+    pub fn new(
+        status: StatusCode,
+        code: &str,
+        message: String,
+        details: Option<Vec<FieldError>>,
+        request_id: Option<String>,
+    ) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_string();
+        Problem {
+            kind: format!(
+                "https://docs.ecosire.com/errors/{}",
+                code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: title.clone(),
+            status: status.as_u16(),
+            detail: message.clone(),
+            code: code.to_string(),
+            status_code: status.as_u16(),
+            error: title,
+            message,
+            details,
+            request_id,
+            cause: None,
+        }
+    }
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -254,22 +290,9 @@ pub fn problem_with_cause(
     details: Option<Vec<FieldError>>,
     cause: Option<String>,
 ) -> Response {
-    let title = status.canonical_reason().unwrap_or("Error").to_string();
     let body = Problem {
-        kind: format!(
-            "https://docs.ecosire.com/errors/{}",
-            code.to_ascii_lowercase().replace('_', "-")
-        ),
-        title: title.clone(),
-        status: status.as_u16(),
-        detail: message.clone(),
-        code: code.to_string(),
-        status_code: status.as_u16(),
-        error: title,
-        message,
-        details,
-        request_id: request_id::current(),
         cause,
+        ..Problem::new(status, code, message, details, request_id::current())
     };
     let mut res = (status, axum::Json(body)).into_response();
     res.headers_mut()

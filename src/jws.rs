@@ -58,13 +58,48 @@ pub fn thumbprint(key: &VerifyingKey) -> String {
     URL_SAFE_NO_PAD.encode(crate::crypto::sha256(canonical.as_bytes()))
 }
 
-/// The public JWK of a key, as published at `/.well-known/jwks.json`.
-pub fn jwk(key: &VerifyingKey) -> serde_json::Value {
-    serde_json::json!({
-        "kty": "OKP", "crv": "Ed25519",
-        "x": URL_SAFE_NO_PAD.encode(key.as_bytes()),
-        "kid": thumbprint(key), "use": "sig", "alg": "EdDSA",
-    })
+/// A public license-signing key as a JWK (RFC 7517; OKP/Ed25519 per RFC 8037), as published at
+/// `/.well-known/jwks.json`. Any JOSE library imports it as it is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// Always `OKP` (octet key pair).
+    #[schema(example = "OKP")]
+    pub kty: &'static str,
+    /// Always `Ed25519`.
+    #[schema(example = "Ed25519")]
+    pub crv: &'static str,
+    /// The public key: 32 bytes, base64url without padding.
+    #[schema(example = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")]
+    pub x: String,
+    /// The RFC 7638 thumbprint of the key; license tokens name their key with it in `kid`.
+    #[schema(example = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k")]
+    pub kid: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub use_: &'static str,
+    /// Always `EdDSA`.
+    #[schema(example = "EdDSA")]
+    pub alg: &'static str,
+}
+
+/// The public JWK of a key.
+pub fn jwk(key: &VerifyingKey) -> Jwk {
+    Jwk {
+        kty: "OKP",
+        crv: "Ed25519",
+        x: URL_SAFE_NO_PAD.encode(key.as_bytes()),
+        kid: thumbprint(key),
+        use_: "sig",
+        alg: "EdDSA",
+    }
+}
+
+/// A JWK Set (RFC 7517 §5): every key that may have signed a license token still in the field,
+/// so clients can verify tokens across a key rotation.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

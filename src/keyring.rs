@@ -324,8 +324,10 @@ impl Keyring {
     }
 
     /// `{"keys": [...]}` for `/.well-known/jwks.json`.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": self.published.iter().map(|(_, k)| jws::jwk(k)).collect::<Vec<_>>() })
+    pub fn jwks(&self) -> jws::Jwks {
+        jws::Jwks {
+            keys: self.published.iter().map(|(_, k)| jws::jwk(k)).collect(),
+        }
     }
 }
 

@@ -479,6 +479,96 @@ async fn the_spec_declares_both_security_schemes_and_problem_errors() {
     assert!(validate["429"].is_object());
 }
 
+/// What typed clients are generated from: every error answer shows an example of its own status
+/// and code (never another error's), license metadata is an open object, and the JWKS answers
+/// have a schema of their own.
+#[tokio::test]
+async fn the_spec_types_errors_metadata_and_the_jwks_precisely() {
+    let api = serde_json::to_value(ecosire::openapi()).unwrap();
+    let schemas = &api["components"]["schemas"];
+    let mut examples = 0;
+    for (path, item) in api["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                let content = &response["content"]["application/problem+json"];
+                assert_eq!(content["schema"]["$ref"], "#/components/schemas/Problem");
+                let Some(example) = content.get("example") else {
+                    continue;
+                };
+                examples += 1;
+                let at = format!("{method} {path} {status}");
+                assert_eq!(example["status"].to_string(), *status, "{at}");
+                assert_eq!(example["statusCode"].to_string(), *status, "{at}");
+                let code = example["code"].as_str().unwrap();
+                let description = response["description"].as_str().unwrap();
+                assert!(
+                    description.contains(code),
+                    "{at}: {code} in {description:?}"
+                );
+                if example["details"].is_array() {
+                    assert_eq!(code, "VALIDATION_FAILED", "{at}");
+                }
+            }
+        }
+    }
+    assert!(examples > 300, "{examples} error examples");
+    // Examples live on each answer; the schema's own would show for every error alike.
+    for (name, property) in schemas["Problem"]["properties"].as_object().unwrap() {
+        assert!(
+            property.get("example").is_none() || name == "cause",
+            "Problem.{name} has an example"
+        );
+    }
+    let activate = &api["paths"]["/api/licenses/activate"]["post"]["responses"];
+    let example =
+        |status: &str| &activate[status]["content"]["application/problem+json"]["example"];
+    assert_eq!(example("404")["code"], "LICENSE_NOT_FOUND");
+    assert_eq!(example("409")["code"], "ACTIVATION_LIMIT_REACHED");
+    assert_eq!(example("401")["message"], "Authentication required");
+    assert_eq!(
+        example("422")["details"],
+        json!([{"field": "key", "message": "missing field `key`"}])
+    );
+    let list = &api["paths"]["/api/licenses"]["get"]["responses"]["422"];
+    assert_eq!(
+        list["content"]["application/problem+json"]["example"]["details"][0]["field"],
+        "limit"
+    );
+
+    // Metadata: any members (a bare `type: object` makes generated types accept none).
+    assert_eq!(schemas["Metadata"]["type"], "object");
+    assert_eq!(schemas["Metadata"]["additionalProperties"], json!({}));
+    for (schema, field) in [
+        ("License", "metadata"),
+        ("CreateLicense", "metadata"),
+        ("UpdateLicense", "metadata"),
+    ] {
+        let property = schemas[schema]["properties"][field].to_string();
+        assert!(
+            property.contains("#/components/schemas/Metadata"),
+            "{schema}.{field}: {property}"
+        );
+    }
+
+    // The JWKS: a set of Ed25519 JWKs with every member a JOSE library needs.
+    assert_eq!(
+        schemas["Jwk"]["required"],
+        json!(["kty", "crv", "x", "kid", "use", "alg"])
+    );
+    assert_eq!(schemas["Jwks"]["required"], json!(["keys"]));
+    for path in ["/api/licenses/jwks", "/.well-known/jwks.json"] {
+        assert_eq!(
+            api["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/Jwks",
+            "{path}"
+        );
+    }
+}
+
 /// A request from `peer` with raw headers (for credentials that are not a bearer token).
 async fn with_headers(
     app: &TestApp,

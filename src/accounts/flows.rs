@@ -136,7 +136,7 @@ pub async fn confirm_verification(
 /// account (the work happens after the answer); an account gets a link that works once, for 1
 /// hour. Limited per IP and per address.
 #[utoipa::path(post, path = "/api/auth/password-reset", tag = "auth", request_body = ResetRequest,
-    responses((status = 202, body = Accepted), (status = 422, body = crate::error::Problem),
+    responses((status = 202, body = Accepted), (status = 422, description = "VALIDATION_FAILED, with details", body = crate::error::Problem),
               (status = 429, description = "RATE_LIMITED", body = crate::error::Problem)))]
 pub async fn request_password_reset(
     State(state): State<AppState>,
@@ -181,7 +181,7 @@ async fn send_reset(state: &AppState, email: &str) -> Result<()> {
 /// session of the user ends. A bad, used or expired token → 400 `INVALID_TOKEN`, nothing changed.
 #[utoipa::path(post, path = "/api/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
     responses((status = 204, description = "Password set"), (status = 400, description = "INVALID_TOKEN", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+              (status = 422, description = "VALIDATION_FAILED, with details", body = crate::error::Problem)))]
 pub async fn confirm_password_reset(
     State(state): State<AppState>,
     _rate: PerIp<AccountLinks>,
@@ -219,7 +219,7 @@ pub async fn confirm_password_reset(
 /// → 401 `INVALID_CREDENTIALS`.
 #[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = PasswordChange,
     responses((status = 204, description = "Changed"), (status = 401, description = "INVALID_CREDENTIALS", body = crate::error::Problem),
-              (status = 403, description = "FORBIDDEN: an API key", body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+              (status = 403, description = "FORBIDDEN: an API key", body = crate::error::Problem), (status = 422, description = "VALIDATION_FAILED, with details", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn change_password(
     State(state): State<AppState>,

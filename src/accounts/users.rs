@@ -367,7 +367,7 @@ async fn lock_for_change(
 /// cannot be demoted or disabled: 409 `LAST_ADMIN`.
 #[utoipa::path(patch, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
     request_body = PatchUser,
-    responses((status = 200, body = UserEnvelope), (status = 404, body = crate::error::Problem),
+    responses((status = 200, body = UserEnvelope), (status = 404, description = "NOT_FOUND", body = crate::error::Problem),
               (status = 409, description = "LAST_ADMIN", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn patch_user(
@@ -421,7 +421,7 @@ pub async fn patch_user(
 /// licenses and orders stay for the books. The last active admin cannot be deleted: 409
 /// `LAST_ADMIN`.
 #[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 204, description = "Erased"), (status = 404, body = crate::error::Problem),
+    responses((status = 204, description = "Erased"), (status = 404, description = "NOT_FOUND", body = crate::error::Problem),
               (status = 409, description = "LAST_ADMIN", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete_user(

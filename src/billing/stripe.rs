@@ -95,7 +95,7 @@ struct Effects {
 #[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks",
     request_body(content = Object, description = "A Stripe event, exactly as Stripe sent it", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=…,v1=…")),
-    responses((status = 200, body = StripeAck), (status = 400, body = crate::error::Problem), (status = 401, description = "INVALID_SIGNATURE", body = crate::error::Problem),
+    responses((status = 200, body = StripeAck), (status = 400, description = "MALFORMED_JSON: the event is not JSON", body = crate::error::Problem), (status = 401, description = "INVALID_SIGNATURE", body = crate::error::Problem),
               (status = 502, description = "STRIPE_UNAVAILABLE", body = crate::error::Problem),
               (status = 503, description = "STRIPE_NOT_CONFIGURED", body = crate::error::Problem)))]
 pub async fn receive_stripe_event(

@@ -117,7 +117,8 @@ pub struct EventType {
     #[schema(example = "license.activated")]
     pub kind: &'static str,
     pub description: &'static str,
-    #[schema(value_type = Object)]
+    /// A delivery body of this type, as `X-License-Signature` signs it.
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub example: Value,
 }
 

@@ -85,7 +85,7 @@ pub struct CreateLicense {
     pub expires_at: Option<Timestamp>,
     /// Default: the product's.
     pub entitlements: Option<Vec<String>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::licensing::model::Metadata>)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -261,7 +261,7 @@ pub struct UpdateLicense {
     #[schema(value_type = Option<Timestamp>)]
     pub expires_at: Option<Option<Timestamp>>,
     pub entitlements: Option<Vec<String>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::licensing::model::Metadata>)]
     pub metadata: Option<serde_json::Value>,
     /// `null` detaches the license from its owner.
     #[serde(default, deserialize_with = "double_option")]

@@ -54,14 +54,14 @@ fn jwks_response(state: &AppState) -> Response {
 
 /// The public keys that verify license tokens (JWKS, RFC 7517).
 #[utoipa::path(get, path = "/api/licenses/jwks", tag = "licensing",
-    responses((status = 200, description = "JWK Set", body = Object)))]
+    responses((status = 200, description = "JWK Set", body = crate::jws::Jwks)))]
 pub async fn jwks(_rate: Public, State(state): State<AppState>) -> Response {
     jwks_response(&state)
 }
 
 /// The same JWKS at the well-known location.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "licensing",
-    responses((status = 200, description = "JWK Set", body = Object)))]
+    responses((status = 200, description = "JWK Set", body = crate::jws::Jwks)))]
 pub async fn well_known_jwks(_rate: Public, State(state): State<AppState>) -> Response {
     jwks_response(&state)
 }

@@ -80,6 +80,14 @@ impl LicenseRow {
     }
 }
 
+/// The vendor's own data on a license (plan names, CRM ids, …): any JSON object of at most 16 KiB,
+/// stored and answered as given.
+// Only the OpenAPI document uses this type: an open object, so that typed clients accept any
+// members (a bare `Object` comes out as an object with none). The value is a `serde_json::Value`.
+#[derive(ToSchema)]
+#[schema(example = json!({"plan": "gold", "crm_account": "0012x000004AbCd"}))]
+pub struct Metadata(pub std::collections::HashMap<String, serde_json::Value>);
+
 /// The license object of API.md.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct License {
@@ -98,7 +106,7 @@ pub struct License {
     pub max_activations: i64,
     pub activations_count: i64,
     pub entitlements: Vec<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Metadata)]
     pub metadata: serde_json::Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

@@ -264,7 +264,7 @@ pub struct UpdateProduct {
 /// Updates a product (admin). Existing licenses keep their own seats and entitlements; the
 /// offline lease and heartbeat rules apply to them at once.
 #[utoipa::path(patch, path = "/api/products/{id}", tag = "products", params(("id" = String, Path)), request_body = UpdateProduct,
-    responses((status = 200, body = Product), (status = 409, body = crate::error::Problem)),
+    responses((status = 200, body = Product), (status = 409, description = "SLUG_TAKEN", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn update_product(
     State(state): State<AppState>,

@@ -59,7 +59,7 @@ pub(super) fn check_fingerprint(c: &mut Checks, fp: &str) {
 /// order NOT_FOUND, REVOKED, SUSPENDED, EXPIRED, PRODUCT_MISMATCH, ENTITLEMENTS_MISSING,
 /// FINGERPRINT_NOT_ACTIVATED.
 #[utoipa::path(post, path = "/api/licenses/validate", tag = "licensing", request_body = ValidateRequest,
-    responses((status = 200, body = ValidateResponse), (status = 400, body = crate::error::Problem)))]
+    responses((status = 200, body = ValidateResponse), (status = 400, description = "MALFORMED_JSON", body = crate::error::Problem)))]
 pub async fn validate_license(
     State(state): State<AppState>,
     rate: RateContext,

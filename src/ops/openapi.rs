@@ -1,13 +1,18 @@
 //! The OpenAPI document, generated from the handlers' annotations, and its security schemes.
 
+use std::collections::BTreeMap;
+
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
+
+use crate::error::{Error, FieldError, Problem};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ECOSIRE API", description = "License validation and activation, and the business API beside it."),
     modifiers(&Security),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(Problem, FieldError)),
     tags(
         (name = "licensing", description = "The hot path: validate, activate, heartbeat, deactivate; JWKS"),
         (name = "licenses", description = "License administration and lifecycle"),
@@ -57,25 +62,19 @@ impl Modify for Security {
 /// Completes the generated document with what every operation can answer but few handlers spell
 /// out: errors as `application/problem+json`, 429 and 500 everywhere, 400/413/415/422 where a
 /// body is read, 401/403 where credentials are required, 404 where the path names an object.
+/// Each error answer gets an example body of its own status and code (see `problem_example`).
 pub fn complete(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::Operation;
-    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
     const PROBLEM: &str = "application/problem+json";
-    let problem = || Content::new(Some(Ref::from_schema_name("Problem")));
     let add = |op: &mut Operation, status: &str, description: &str| {
         op.responses
             .responses
             .entry(status.to_string())
-            .or_insert_with(|| {
-                RefOr::T(
-                    ResponseBuilder::new()
-                        .description(description)
-                        .content(PROBLEM, problem())
-                        .build(),
-                )
-            });
+            .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
     };
+    let schemas = api.components.as_ref().map(|c| &c.schemas);
     for (path, item) in api.paths.paths.iter_mut() {
         let has_params = path.contains('{');
         for op in [
@@ -90,15 +89,6 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            // Error bodies are problem+json, whatever the annotation said.
-            for (status, resp) in op.responses.responses.iter_mut() {
-                if (status.starts_with('4') || status.starts_with('5'))
-                    && let RefOr::T(r) = resp
-                {
-                    r.content.shift_remove("application/json");
-                    r.content.insert(PROBLEM.to_string(), problem());
-                }
-            }
             add(op, "429", "RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After");
             // Credentials that are sent are checked even where none are needed.
             add(
@@ -148,6 +138,98 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
                     "BUSY: every password-hashing slot is taken; retry after Retry-After seconds",
                 );
             }
+            // Error bodies are problem+json, whatever the annotation said, each with an example of
+            // its own: the Problem schema has none, so no answer borrows another's.
+            let field = example_field_error(op, schemas);
+            for (status, resp) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = resp
+                    && (status.starts_with('4') || status.starts_with('5'))
+                {
+                    let content = ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .example(problem_example(status, &r.description, field.as_ref()))
+                        .build();
+                    r.content.clear();
+                    r.content.insert(PROBLEM.to_string(), content);
+                }
+            }
         }
+    }
+}
+
+/// An example body for an error answer: its status, and the code its description names (the
+/// first SCREAMING_SNAKE word, as every error description here starts with one); a
+/// `VALIDATION_FAILED` lists `field`. `None` when the description names no code: no example is
+/// better than one of another error.
+fn problem_example(
+    status: &str,
+    description: &str,
+    field: Option<&FieldError>,
+) -> Option<serde_json::Value> {
+    let status = axum::http::StatusCode::from_bytes(status.as_bytes()).ok()?;
+    let code = description
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .find(|w| w.len() >= 3 && w.starts_with(|c: char| c.is_ascii_uppercase()))?;
+    let message = example_message(code);
+    let details = field
+        .filter(|_| code == "VALIDATION_FAILED")
+        .map(|f| vec![f.clone()]);
+    let example = Problem::new(
+        status,
+        code,
+        message,
+        details,
+        Some("5f0c9a7e3b2d41c8000000000000002a".into()),
+    );
+    serde_json::to_value(example).ok()
+}
+
+/// The message of an error with `code`: the server's own for the errors every operation may
+/// answer, else the code in words ("LICENSE_NOT_FOUND" → "License not found"), the shape of the
+/// handlers' messages.
+fn example_message(code: &str) -> String {
+    let generic = [
+        Error::Unauthenticated,
+        Error::Validation(vec![]),
+        Error::UnsupportedMediaType,
+        Error::PayloadTooLarge,
+        Error::Internal(anyhow::anyhow!("example")),
+    ];
+    if let Some(e) = generic.iter().find(|e| e.code() == code) {
+        return e.public_message();
+    }
+    let mut message = code.to_ascii_lowercase().replace('_', " ");
+    message[..1].make_ascii_uppercase();
+    message
+}
+
+/// The field failure the example 422 of `op` shows, in the server's own words: the first
+/// required member of its JSON body missing (serde's message), else `limit` out of range (the
+/// pagination check's message). `None` for an operation with neither.
+fn example_field_error(
+    op: &utoipa::openapi::path::Operation,
+    schemas: Option<&BTreeMap<String, RefOr<Schema>>>,
+) -> Option<FieldError> {
+    if let Some(body) = &op.request_body {
+        let schema_name = match body.content.get("application/json")?.schema.as_ref()? {
+            RefOr::Ref(r) => r.ref_location.rsplit('/').next()?,
+            RefOr::T(_) => return None,
+        };
+        let RefOr::T(Schema::Object(object)) = schemas?.get(schema_name)? else {
+            return None;
+        };
+        let field = object.required.first()?;
+        return Some(FieldError::new(field, format!("missing field `{field}`")));
+    }
+    let lists = op.parameters.iter().flatten().any(|p| p.name == "limit");
+    let out_of_range = crate::http::pagination::PageParams {
+        limit: Some(0),
+        cursor: None,
+    };
+    match out_of_range.checked() {
+        Err(Error::Validation(mut details)) if lists && !details.is_empty() => {
+            Some(details.remove(0))
+        }
+        _ => None,
     }
 }
