@@ -10,8 +10,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The front door: the API documentation, until there is a dashboard to show. Temporary (307), so
-         *     browsers and caches do not remember it.
+         * The front door: the dashboard (which sends a signed-out visitor on to its sign-in page).
+         *     Temporary (307), so browsers and caches do not remember it.
          */
         get: operations["root"];
         put?: never;
@@ -1119,7 +1119,8 @@ export interface paths {
          * Receives a Stripe event.
          * @description Verifies `Stripe-Signature` (any `v1`, 300 s tolerance, constant time) over the raw body,
          *     then applies the event once. 401 `INVALID_SIGNATURE` changes nothing; 503 when
-         *     `STRIPE_WEBHOOK_SECRET` is not configured.
+         *     `STRIPE_WEBHOOK_SECRET` is not configured; 502 `STRIPE_UNAVAILABLE` when a checkout's line
+         *     items could not be read from Stripe (nothing recorded: Stripe delivers the event again).
          */
         post: operations["receive_stripe_event"];
         delete?: never;
@@ -1600,6 +1601,11 @@ export interface components {
              */
             status: string;
             stripe_checkout_session_id?: string | null;
+            /**
+             * @description The checkout's Stripe customer: how renewals and refunds without a known payment intent
+             *     find the order.
+             */
+            stripe_customer_id?: string | null;
             stripe_payment_intent_id?: string | null;
             stripe_subscription_id?: string | null;
             subscription_id?: string | null;
@@ -1779,6 +1785,11 @@ export interface components {
                  */
                 status: string;
                 stripe_checkout_session_id?: string | null;
+                /**
+                 * @description The checkout's Stripe customer: how renewals and refunds without a known payment intent
+                 *     find the order.
+                 */
+                stripe_customer_id?: string | null;
                 stripe_payment_intent_id?: string | null;
                 stripe_subscription_id?: string | null;
                 subscription_id?: string | null;
@@ -2288,7 +2299,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Redirect to the API documentation (`Location: /api/docs`) */
+            /** @description Redirect to the dashboard (`Location: /dashboard`) */
             307: {
                 headers: {
                     [name: string]: unknown;
@@ -15865,6 +15876,28 @@ export interface operations {
                      *       "statusCode": 500,
                      *       "title": "Internal Server Error",
                      *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description STRIPE_UNAVAILABLE */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "STRIPE_UNAVAILABLE",
+                     *       "detail": "Stripe unavailable",
+                     *       "error": "Bad Gateway",
+                     *       "message": "Stripe unavailable",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 502,
+                     *       "statusCode": 502,
+                     *       "title": "Bad Gateway",
+                     *       "type": "https://docs.ecosire.com/errors/stripe-unavailable"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
