@@ -37,6 +37,29 @@ async fn queue(
     crate::mail::queue(tx, &state.keys.data, kind.as_str(), Some(user_id), &message).await
 }
 
+/// A message whose link carries a new token of `purpose` for `user_id` at `email`.
+#[allow(clippy::too_many_arguments)]
+async fn link_message(
+    state: &AppState,
+    tx: &mut Tx,
+    kind: Kind,
+    purpose: Purpose,
+    path: &str,
+    user_id: &str,
+    email: &str,
+    name: &str,
+) -> Result<()> {
+    let token = tokens::issue(tx, user_id, email, purpose).await?;
+    let c = Context {
+        name: greeting(name),
+        site: state.config.public_base(),
+        link: link(state, path, &token),
+        valid_for: purpose.lifetime_words().into(),
+        ..Default::default()
+    };
+    queue(state, tx, kind, user_id, email, &c).await
+}
+
 /// A link that confirms `email`, the address of `user_id`.
 pub async fn verification(
     state: &AppState,
@@ -45,15 +68,17 @@ pub async fn verification(
     email: &str,
     name: &str,
 ) -> Result<()> {
-    let token = tokens::issue(tx, user_id, email, Purpose::Verify).await?;
-    let c = Context {
-        name: greeting(name),
-        site: state.config.public_base(),
-        link: link(state, VERIFY_PATH, &token),
-        valid_for: Purpose::Verify.lifetime_words().into(),
-        ..Default::default()
-    };
-    queue(state, tx, Kind::Verify, user_id, email, &c).await
+    link_message(
+        state,
+        tx,
+        Kind::Verify,
+        Purpose::Verify,
+        VERIFY_PATH,
+        user_id,
+        email,
+        name,
+    )
+    .await
 }
 
 /// A password reset link.
@@ -64,15 +89,17 @@ pub async fn password_reset(
     email: &str,
     name: &str,
 ) -> Result<()> {
-    let token = tokens::issue(tx, user_id, email, Purpose::Reset).await?;
-    let c = Context {
-        name: greeting(name),
-        site: state.config.public_base(),
-        link: link(state, RESET_PATH, &token),
-        valid_for: Purpose::Reset.lifetime_words().into(),
-        ..Default::default()
-    };
-    queue(state, tx, Kind::Reset, user_id, email, &c).await
+    link_message(
+        state,
+        tx,
+        Kind::Reset,
+        Purpose::Reset,
+        RESET_PATH,
+        user_id,
+        email,
+        name,
+    )
+    .await
 }
 
 /// A warning to the owner that the password changed.

@@ -141,18 +141,6 @@ pub async fn verify_email(_rate: Public, Query(q): Query<TokenQuery>) -> Respons
     })
 }
 
-/// One license as the portal lists it.
-pub struct LicenseLine {
-    pub id: String,
-    pub product: String,
-    pub key: String,
-    pub last4: String,
-    pub status: &'static str,
-    pub devices: i64,
-    pub seats: i64,
-    pub expires: String,
-}
-
 #[derive(Template)]
 #[template(path = "dashboard/licenses.html", config = "src/askama.toml")]
 struct Licenses {
@@ -160,7 +148,7 @@ struct Licenses {
     user: Option<Me>,
     nav: &'static str,
     narrow: bool,
-    licenses: Vec<LicenseLine>,
+    licenses: Vec<LicenseView>,
 }
 
 /// The caller of a page that needs one, and the same caller narrowed to their own objects (an
@@ -186,6 +174,30 @@ async fn signed_in(
     Ok(Ok((p, own, user)))
 }
 
+/// The first 100 rows of a listing: the pages show no more (search narrows them).
+fn first_page<F>(filters: F) -> Listing<F> {
+    Listing {
+        page: PageRequest {
+            limit: 100,
+            before_id: None,
+        },
+        filters,
+    }
+}
+
+/// A license's status as people read it: an active license past its expiry is "expired" (what
+/// validate answers).
+fn shown_status(l: &crate::licensing::model::License) -> &'static str {
+    let expired = l
+        .expires_at
+        .is_some_and(|e| e.0 <= crate::timestamp::now_ms());
+    if expired && l.status.as_str() == "active" {
+        "expired"
+    } else {
+        l.status.as_str()
+    }
+}
+
 fn date(t: Option<crate::timestamp::Timestamp>, none: &str) -> String {
     t.map(|t| t.to_rfc3339()[..10].to_string())
         .unwrap_or_else(|| none.into())
@@ -204,47 +216,15 @@ pub async fn licenses(
     let page = crate::licensing::admin::list_licenses(
         State(state.clone()),
         own,
-        Listing {
-            page: PageRequest {
-                limit: 100,
-                before_id: None,
-            },
-            filters: Default::default(),
-        },
+        first_page(Default::default()),
     )
     .await?
     .0;
-    let products: std::collections::HashMap<String, String> =
-        sqlx::query_as("SELECT id, name FROM products")
-            .fetch_all(&state.db.pool)
-            .await?
-            .into_iter()
-            .collect();
-    let now = crate::timestamp::now_ms();
-    let licenses = page
-        .data
-        .into_iter()
-        .map(|l| {
-            let expired = l.expires_at.is_some_and(|e| e.0 <= now);
-            LicenseLine {
-                product: products
-                    .get(&l.product_id)
-                    .cloned()
-                    .unwrap_or(l.product_id.clone()),
-                key: l.key.clone().unwrap_or_default(),
-                last4: l.key_last4.clone(),
-                status: if expired && l.status.as_str() == "active" {
-                    "expired"
-                } else {
-                    l.status.as_str()
-                },
-                devices: l.activations_count,
-                seats: l.max_activations,
-                expires: date(l.expires_at, "never"),
-                id: l.id,
-            }
-        })
-        .collect();
+    let products = product_names(&state).await?;
+    let mut licenses = Vec::with_capacity(page.data.len());
+    for l in page.data {
+        licenses.push(license_view(&state, l, &products, false).await?);
+    }
     Ok(render(Licenses {
         assets: &URLS,
         user,
@@ -301,13 +281,7 @@ pub async fn api_keys(
     let page = crate::accounts::api_keys::list_api_keys(
         State(state.clone()),
         crate::auth::KeyManager(own),
-        Listing {
-            page: PageRequest {
-                limit: 100,
-                before_id: None,
-            },
-            filters: Default::default(),
-        },
+        first_page(Default::default()),
     )
     .await?
     .0;
@@ -391,8 +365,8 @@ async fn admin(
     })
 }
 
-/// A license as the admin pages show it.
-pub struct AdminLicense {
+/// A license as the pages show it.
+pub struct LicenseView {
     pub id: String,
     pub key: String,
     pub last4: String,
@@ -404,32 +378,28 @@ pub struct AdminLicense {
     pub expires: String,
 }
 
-async fn admin_view(
+/// `l` for a page; `with_owner` looks up the owner's email (the admin pages show it).
+async fn license_view(
     state: &AppState,
     l: crate::licensing::model::License,
     products: &std::collections::HashMap<String, String>,
-) -> Result<AdminLicense> {
+    with_owner: bool,
+) -> Result<LicenseView> {
     let owner = match &l.user_id {
+        _ if !with_owner => String::new(),
         Some(uid) => crate::accounts::users::find_by_id(state, uid)
             .await?
             .map(|u| u.user.email)
             .unwrap_or_else(|| uid.clone()),
         None => "nobody yet (granted to an unverified address)".into(),
     };
-    let expired = l
-        .expires_at
-        .is_some_and(|e| e.0 <= crate::timestamp::now_ms());
-    Ok(AdminLicense {
+    Ok(LicenseView {
         product: products
             .get(&l.product_id)
             .cloned()
             .unwrap_or(l.product_id.clone()),
         owner,
-        status: if expired && l.status.as_str() == "active" {
-            "expired"
-        } else {
-            l.status.as_str()
-        },
+        status: shown_status(&l),
         devices: l.activations_count,
         seats: l.max_activations,
         expires: date(l.expires_at, "never"),
@@ -456,7 +426,7 @@ struct AdminLicenses {
     narrow: bool,
     q: String,
     note: Option<String>,
-    licenses: Vec<AdminLicense>,
+    licenses: Vec<LicenseView>,
 }
 
 #[derive(Deserialize)]
@@ -514,24 +484,14 @@ pub async fn admin_licenses(
             .0,
         ]
     } else {
-        crate::licensing::admin::list_licenses(
-            State(state.clone()),
-            p,
-            Listing {
-                page: PageRequest {
-                    limit: 100,
-                    before_id: None,
-                },
-                filters,
-            },
-        )
-        .await?
-        .0
-        .data
+        crate::licensing::admin::list_licenses(State(state.clone()), p, first_page(filters))
+            .await?
+            .0
+            .data
     };
     let mut licenses = Vec::with_capacity(found.len());
     for l in found {
-        licenses.push(admin_view(&state, l, &products).await?);
+        licenses.push(license_view(&state, l, &products, true).await?);
     }
     Ok(render(AdminLicenses {
         assets: &URLS,
@@ -560,7 +520,7 @@ struct AdminLicensePage {
     user: Option<Me>,
     nav: &'static str,
     narrow: bool,
-    l: AdminLicense,
+    l: LicenseView,
     activations: Vec<DeviceLine>,
 }
 
@@ -604,7 +564,7 @@ pub async fn admin_license(
         user,
         nav: "admin-licenses",
         narrow: false,
-        l: admin_view(&state, license, &products).await?,
+        l: license_view(&state, license, &products, true).await?,
         activations,
     }))
 }

@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { startServer, ADMIN } from "./server.mjs";
+import { startServer, ADMIN, signIn as signInAs } from "./server.mjs";
 
 let server, browser, token;
 
@@ -18,16 +18,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function signIn(email, password) {
-  const p = await (await browser.newContext()).newPage();
-  p.on("dialog", (d) => d.accept());
-  await p.goto(server.base + "/login");
-  await p.getByLabel("Email").fill(email);
-  await p.getByLabel("Password").fill(password);
-  await p.getByRole("button", { name: "Sign in" }).click();
-  await p.waitForURL(server.base + "/dashboard");
-  return p;
-}
+const signIn = (email, password) => signInAs(browser, server.base, email, password);
 
 const validate = async (key) => (await server.api("POST", "/api/licenses/validate", { key })).body.code;
 

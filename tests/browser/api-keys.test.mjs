@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, signIn as signInAs } from "./server.mjs";
 
 let server, browser;
 
@@ -18,16 +18,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function signIn(email, password) {
-  const p = await (await browser.newContext()).newPage();
-  p.on("dialog", (d) => d.accept());
-  await p.goto(server.base + "/login");
-  await p.getByLabel("Email").fill(email);
-  await p.getByLabel("Password").fill(password);
-  await p.getByRole("button", { name: "Sign in" }).click();
-  await p.waitForURL(server.base + "/dashboard");
-  return p;
-}
+const signIn = (email, password) => signInAs(browser, server.base, email, password);
 
 const asScript = (key) =>
   fetch(server.base + "/api/licenses", { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);

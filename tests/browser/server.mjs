@@ -96,3 +96,15 @@ export function linkIn(mail, path) {
   if (!m) throw new Error(`no ${path} link in:\n${mail}`);
   return m[0];
 }
+
+/** A new browser context signed in through the sign-in page; confirm dialogs are accepted. */
+export async function signIn(browser, base, email, password) {
+  const p = await (await browser.newContext()).newPage();
+  p.on("dialog", (d) => d.accept());
+  await p.goto(base + "/login");
+  await p.getByLabel("Email").fill(email);
+  await p.getByLabel("Password").fill(password);
+  await p.getByRole("button", { name: "Sign in" }).click();
+  await p.waitForURL(base + "/dashboard");
+  return p;
+}
