@@ -22,6 +22,16 @@ async fn the_front_door_leads_a_visitor_to_sign_in() {
     let r = app.get("/dashboard", None).await;
     assert!(r.status.is_redirection());
     assert_eq!(r.header("location"), Some("/login?next=/dashboard"));
+    // A cookie that no longer verifies (signed out elsewhere, disabled) is a visitor to sign in.
+    let r = app
+        .send(
+            axum::http::Request::get("/dashboard")
+                .header("cookie", "ecosire_auth=not-a-session")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.header("location"), Some("/login?next=/dashboard"));
     let r = app.get("/dashboard/admin/licenses", None).await;
     assert_eq!(
         r.header("location"),

@@ -3,7 +3,8 @@
 // and `X-Requested-With` (the API's CSRF rule for cookie-authenticated writes), so the page and
 // the API share one set of rules. Nothing here can read the session: the cookie is HttpOnly.
 
-/** The form's fields as JSON: `data-type="int"` fields become numbers, empty optional ones drop out. */
+/** The form's fields as JSON: `data-type="int"` fields become numbers, `data-type="bool"` ones
+ * booleans, empty optional ones drop out. */
 function body(form) {
   const out = {};
   for (const el of form.elements) {
@@ -12,6 +13,7 @@ function body(form) {
     let v = el.type === "checkbox" ? true : el.value;
     if (v === "" && !el.required) continue;
     if (el.dataset.type === "int") v = Number(v);
+    if (el.dataset.type === "bool") v = v === "true";
     out[el.name] = v;
   }
   return out;

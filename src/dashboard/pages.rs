@@ -13,6 +13,28 @@ use crate::error::Result;
 use crate::http::pagination::{Listing, PageRequest};
 use crate::state::AppState;
 
+/// Who is looking at a page: the signed-in caller, or nobody — also when the session cookie no
+/// longer verifies (signed out elsewhere, expired, the account disabled), so such a visitor is
+/// sent to sign in rather than shown an API error.
+pub struct Visitor(Option<crate::auth::Principal>);
+
+impl axum::extract::FromRequestParts<AppState> for Visitor {
+    type Rejection = crate::error::Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        match MaybePrincipal::from_request_parts(parts, state).await {
+            Ok(m) => Ok(Visitor(m.0)),
+            Err(crate::error::Error::Unauthenticated | crate::error::Error::Forbidden { .. }) => {
+                Ok(Visitor(None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Who is signed in, for the header.
 pub struct Me {
     pub email: String,
@@ -156,7 +178,7 @@ struct Licenses {
 /// the sign-in page that comes back to `here`.
 async fn signed_in(
     state: &AppState,
-    principal: MaybePrincipal,
+    principal: Visitor,
     here: &str,
 ) -> Result<
     std::result::Result<(crate::auth::Principal, crate::auth::Principal, Option<Me>), Response>,
@@ -205,10 +227,7 @@ fn date(t: Option<crate::timestamp::Timestamp>, none: &str) -> String {
 
 /// The signed-in user's licenses, through the API's own listing. Signed out: to the sign-in
 /// page, back here after.
-pub async fn licenses(
-    State(state): State<AppState>,
-    principal: MaybePrincipal,
-) -> Result<Response> {
+pub async fn licenses(State(state): State<AppState>, principal: Visitor) -> Result<Response> {
     let (_, own, user) = match signed_in(&state, principal, "/dashboard").await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
@@ -270,10 +289,7 @@ fn grace_words(s: u64) -> String {
 }
 
 /// The signed-in user's API keys (through the API's listing, so usage counters are current).
-pub async fn api_keys(
-    State(state): State<AppState>,
-    principal: MaybePrincipal,
-) -> Result<Response> {
+pub async fn api_keys(State(state): State<AppState>, principal: Visitor) -> Result<Response> {
     let (p, own, user) = match signed_in(&state, principal, "/dashboard/api-keys").await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
@@ -337,25 +353,40 @@ struct Message {
     text: &'static str,
 }
 
-/// A signed-in user on an admin page: a 403 page that says why and where to go, the API's rule
-/// (`Principal::is_admin`) deciding.
-fn not_for_you(user: Option<Me>) -> Response {
+/// A page that explains a refusal (403, 404) and where to go.
+fn message(
+    user: Option<Me>,
+    status: axum::http::StatusCode,
+    heading: &'static str,
+    text: &'static str,
+) -> Response {
     let mut res = render(Message {
         assets: &URLS,
         user,
         nav: "",
         narrow: true,
-        heading: "Not for this account",
-        text: "This page is for administrators. Sign in with an admin account to use it.",
+        heading,
+        text,
     });
-    *res.status_mut() = axum::http::StatusCode::FORBIDDEN;
+    *res.status_mut() = status;
     res
+}
+
+/// A signed-in user on an admin page: a 403 page that says why and where to go, the API's rule
+/// (`Principal::is_admin`) deciding.
+fn not_for_you(user: Option<Me>) -> Response {
+    message(
+        user,
+        axum::http::StatusCode::FORBIDDEN,
+        "Not for this account",
+        "This page is for administrators. Sign in with an admin account to use it.",
+    )
 }
 
 /// An admin page's caller: the admin, or the response to send instead (sign in, or 403).
 async fn admin(
     state: &AppState,
-    principal: MaybePrincipal,
+    principal: Visitor,
     here: &str,
 ) -> Result<std::result::Result<(crate::auth::Principal, Option<Me>), Response>> {
     Ok(match signed_in(state, principal, here).await? {
@@ -437,7 +468,7 @@ pub struct Search {
 /// Admin → licenses: all of them, or those matching a key, a customer's email or a product.
 pub async fn admin_licenses(
     State(state): State<AppState>,
-    principal: MaybePrincipal,
+    principal: Visitor,
     Query(search): Query<Search>,
 ) -> Result<Response> {
     let (p, user) = match admin(&state, principal, "/dashboard/admin/licenses").await? {
@@ -520,27 +551,44 @@ struct AdminLicensePage {
     user: Option<Me>,
     nav: &'static str,
     narrow: bool,
+    /// An admin: the owner and the lifecycle actions show.
+    manage: bool,
     l: LicenseView,
     activations: Vec<DeviceLine>,
 }
 
-/// Admin → one license: its key, devices, and the lifecycle actions (each a call to the API).
-pub async fn admin_license(
+/// One license: its key and devices (with "deactivate") for its owner; for an admin also the
+/// owner and the lifecycle actions. Each is a call to the API, whose visibility rule decides: a
+/// license that is not the caller's does not exist for them (404).
+pub async fn license_page(
     State(state): State<AppState>,
-    principal: MaybePrincipal,
+    principal: Visitor,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response> {
-    let (p, user) = match admin(&state, principal, "/dashboard/admin/licenses").await? {
+    let here = format!("/dashboard/licenses/{id}");
+    let (p, _, user) = match signed_in(&state, principal, &here).await? {
         Ok(x) => x,
-        Err(other) => return Ok(other),
+        Err(redirect) => return Ok(redirect),
     };
-    let license = crate::licensing::admin::get_license(
+    let manage = p.is_admin(&axum::http::Method::GET);
+    let license = match crate::licensing::admin::get_license(
         State(state.clone()),
         p.clone(),
         crate::http::extract::Path(id.clone()),
     )
-    .await?
-    .0;
+    .await
+    {
+        Ok(l) => l.0,
+        Err(crate::error::Error::NotFound { .. }) => {
+            return Ok(message(
+                user,
+                axum::http::StatusCode::NOT_FOUND,
+                "No such license",
+                "There is no license here for this account. It may belong to another account, or the link is wrong.",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     let activations = crate::licensing::admin::list_license_activations(
         State(state.clone()),
         p,
@@ -562,9 +610,10 @@ pub async fn admin_license(
     Ok(render(AdminLicensePage {
         assets: &URLS,
         user,
-        nav: "admin-licenses",
+        nav: if manage { "admin-licenses" } else { "licenses" },
         narrow: false,
-        l: license_view(&state, license, &products, true).await?,
+        manage,
+        l: license_view(&state, license, &products, manage).await?,
         activations,
     }))
 }
@@ -590,10 +639,7 @@ struct Webhooks {
 
 /// The events explorer: the catalog of `GET /api/webhooks/events`, a cURL generator and a
 /// signature checker that run in the browser.
-pub async fn webhooks(
-    State(state): State<AppState>,
-    principal: MaybePrincipal,
-) -> Result<Response> {
+pub async fn webhooks(State(state): State<AppState>, principal: Visitor) -> Result<Response> {
     let (_, _, user) = match signed_in(&state, principal, "/dashboard/webhooks").await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
@@ -615,5 +661,61 @@ pub async fn webhooks(
         nav: "webhooks",
         narrow: false,
         events,
+    }))
+}
+
+/// One user as the admin page lists it.
+pub struct UserLine {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: &'static str,
+    pub plan: String,
+    pub disabled: bool,
+    pub verified: bool,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/admin_users.html", config = "src/askama.toml")]
+struct AdminUsers {
+    assets: &'static Urls,
+    user: Option<Me>,
+    nav: &'static str,
+    narrow: bool,
+    users: Vec<UserLine>,
+}
+
+/// Admin → users: role, plan and access, each row a `PATCH /api/users/{id}`.
+pub async fn admin_users(State(state): State<AppState>, principal: Visitor) -> Result<Response> {
+    let (p, user) = match admin(&state, principal, "/dashboard/admin/users").await? {
+        Ok(x) => x,
+        Err(other) => return Ok(other),
+    };
+    let page = crate::accounts::users::list_users(
+        State(state.clone()),
+        crate::auth::Admin(p),
+        first_page(Default::default()),
+    )
+    .await?
+    .0;
+    let users = page
+        .data
+        .into_iter()
+        .map(|u| UserLine {
+            role: u.role.as_str(),
+            verified: u.email_verified_at.is_some(),
+            disabled: u.disabled.0,
+            plan: u.plan,
+            name: u.name,
+            email: u.email,
+            id: u.id,
+        })
+        .collect();
+    Ok(render(AdminUsers {
+        assets: &URLS,
+        user,
+        nav: "admin-users",
+        narrow: false,
+        users,
     }))
 }
