@@ -151,15 +151,21 @@ async fn a_message_queued_before_a_kill_is_sent_after_the_restart() {
     // The worker tried (nothing listens) and will retry in about 30 s; the process dies first.
     s.log_line(0, &["mail not sent; will retry"]).await;
     s.kill9();
+    let db = ecosire::db::Db::connect(&d.database_url).await.unwrap();
+    let (attempts, locked): (i64, Option<i64>) =
+        sqlx::query_as("SELECT attempt_count, locked_until FROM mail_outbox")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (attempts, locked),
+        (1, None),
+        "the failed attempt was recorded before its log line"
+    );
     let smtpd = Smtpd::start_on(port);
     // The restarted instance finds the message waiting; make it due now rather than wait.
     sqlx::query("UPDATE mail_outbox SET next_attempt_at = 0")
-        .execute(
-            &ecosire::db::Db::connect(&d.database_url)
-                .await
-                .unwrap()
-                .pool,
-        )
+        .execute(&db.pool)
         .await
         .unwrap();
     s.restart().await;

@@ -199,17 +199,6 @@ async fn attempt(state: &AppState, c: &Claimed) -> Result<()> {
             Some(e.clone()),
         ),
     };
-    metrics::counter!("ecosire_mail_attempts_total", "outcome" => if outcome.is_ok() { "sent" } else { "failed" }).increment(1);
-    match &outcome {
-        Ok(to) => tracing::info!(mail = %c.id, kind = %c.kind, to = %to, "mail sent"),
-        Err(e) if status == "failed" => {
-            metrics::counter!("ecosire_mail_failed_total").increment(1);
-            tracing::error!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail given up");
-        }
-        Err(e) => {
-            tracing::warn!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail not sent; will retry")
-        }
-    }
     // Only while the lease is still ours: past it another worker may own the message. A sent
     // message keeps no body (it may hold a token).
     sqlx::query(
@@ -227,6 +216,18 @@ async fn attempt(state: &AppState, c: &Claimed) -> Result<()> {
     .bind(c.locked_until)
     .execute(&state.db.pool)
     .await?;
+    // Told once it is recorded: a log line never speaks of an attempt the database lacks.
+    metrics::counter!("ecosire_mail_attempts_total", "outcome" => if outcome.is_ok() { "sent" } else { "failed" }).increment(1);
+    match &outcome {
+        Ok(to) => tracing::info!(mail = %c.id, kind = %c.kind, to = %to, "mail sent"),
+        Err(e) if status == "failed" => {
+            metrics::counter!("ecosire_mail_failed_total").increment(1);
+            tracing::error!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail given up");
+        }
+        Err(e) => {
+            tracing::warn!(mail = %c.id, kind = %c.kind, attempts, error = %e, "mail not sent; will retry")
+        }
+    }
     Ok(())
 }
 
