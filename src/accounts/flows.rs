@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::http::checks::{Checks, normalize_email};
 use crate::http::extract::Json;
 use crate::state::AppState;
-use crate::timestamp::now_ms;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -197,18 +196,8 @@ pub async fn confirm_password_reset(
     let hash = state.hasher.hash(req.password).await?;
     let mut tx = state.db.begin().await?;
     let t = tokens::redeem(&mut tx, token, &accepted).await?;
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-        .bind(&t.user_id)
-        .bind(&hash)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+    users::replace_password(&mut tx, &t.user_id, &hash, None).await?;
     let digests = users::mark_verified(&mut tx, &t.user_id, &t.email).await?;
-    tokens::void_password_links(&mut tx, &t.user_id).await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(&t.user_id)
-        .execute(&mut *tx)
-        .await?;
     commit_verified(&state, tx, digests).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -251,18 +240,7 @@ pub async fn change_password(
     let hash = state.hasher.hash(req.new_password).await?;
     let u = user.user;
     let mut tx = state.db.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-        .bind(&u.id)
-        .bind(&hash)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_digest <> $2")
-        .bind(&u.id)
-        .bind(&current_session)
-        .execute(&mut *tx)
-        .await?;
-    tokens::void_password_links(&mut tx, &u.id).await?;
+    users::replace_password(&mut tx, &u.id, &hash, Some(&current_session)).await?;
     mailings::password_changed(&state, &mut tx, &u.id, &u.email, &u.name).await?;
     tx.commit().await?;
     mail_queued(&state);

@@ -43,26 +43,11 @@ pub async fn set_password(db: &Db, email: &str, password: String) -> anyhow::Res
     let Some(id) = id else {
         anyhow::bail!("no user has the email {email} (ecosire users list shows them)");
     };
-    set_and_end_sessions(&mut tx, &id, &hash).await?;
-    tx.commit().await?;
-    user(db, &id).await
-}
-
-async fn set_and_end_sessions(tx: &mut crate::db::Tx, id: &str, hash: &str) -> anyhow::Result<()> {
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    super::tokens::void_password_links(tx, id)
+    super::users::replace_password(&mut tx, &id, &hash, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+    tx.commit().await?;
+    user(db, &id).await
 }
 
 async fn user(db: &Db, id: &str) -> anyhow::Result<User> {
@@ -95,7 +80,9 @@ pub async fn create_admin(db: &Db, email: &str, password: String) -> anyhow::Res
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
-            set_and_end_sessions(&mut tx, &id, &hash).await?;
+            super::users::replace_password(&mut tx, &id, &hash, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             (id, false)
         }
         None => {

@@ -135,6 +135,29 @@ pub async fn insert_with_trust(
     ))
 }
 
+/// Sets a user's password hash and ends what the old password opened: every session but `keep`
+/// (the one that made the change, if any) and every unused password link. The one place a
+/// password changes (reset, invitation, change, the command line).
+pub async fn replace_password(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    hash: &str,
+    keep: Option<&str>,
+) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_digest <> $2")
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .execute(&mut *conn)
+        .await?;
+    super::tokens::void_password_links(conn, user_id).await
+}
+
 /// Marks `user_id`'s address `email` verified and hands it what was waiting for that address:
 /// licenses granted to it (answers their key digests, for the cache) and orders bought with it.
 pub async fn mark_verified(
