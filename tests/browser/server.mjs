@@ -7,6 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const ADMIN = { email: "admin@browser.test", password: "browser-admin-pass" };
+/** The server's Stripe webhook secret: tests sign checkout events with it, as Stripe does. */
+export const STRIPE_WEBHOOK_SECRET = "whsec_browser_" + "s".repeat(24);
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -37,6 +39,9 @@ export async function startServer() {
       ECOSIRE_ADMIN_EMAIL: ADMIN.email,
       ECOSIRE_ADMIN_PASSWORD: ADMIN.password,
       ECOSIRE_COOKIE_SECURE: "false",
+      // The tests' webhook receivers listen on loopback.
+      ECOSIRE_WEBHOOK_ALLOW_PRIVATE: "true",
+      STRIPE_WEBHOOK_SECRET,
       RUST_LOG: "warn",
     },
     stdio: ["ignore", "pipe", "inherit"],
