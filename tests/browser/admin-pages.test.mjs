@@ -139,4 +139,20 @@ test("products, orders, support, audit log and notices, each for its role", asyn
     await bo.getByText("This page is for administrators.").waitFor();
   }
   assert.equal(await bo.getByRole("navigation", { name: "Administration" }).count(), 0);
+
+  // At 375 px every page fits the screen: wide tables scroll inside their frame, not the page.
+  for (const [who, paths] of [
+    [bo, ["/dashboard", "/dashboard/orders", "/dashboard/support", "/dashboard/api-keys", "/dashboard/webhooks"]],
+    [admin, ["/dashboard/admin/licenses", "/dashboard/admin/products", "/dashboard/admin/users", "/dashboard/admin/orders",
+      "/dashboard/admin/webhooks", "/dashboard/admin/audit-log", "/dashboard/admin/notices"]],
+  ]) {
+    await who.setViewportSize({ width: 375, height: 800 });
+    for (const path of paths) {
+      await who.goto(server.base + path);
+      const width = await who.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 375, `${path} is ${width} px wide at 375`);
+    }
+  }
+  await bo.goto(server.base + "/dashboard/orders");
+  await bo.screenshot({ path: `${shots}/orders-375.png`, fullPage: true });
 });
