@@ -57,6 +57,7 @@ test("a key is shown once, counts its requests, rotates with grace and revokes a
   const chart = p.locator("svg[data-chart]").first();
   assert.match(await chart.getAttribute("aria-label"), /^2 requests \(0 errors\) in 30 days; busiest \d{4}-\d\d-\d\d with 2$/);
   assert.equal(await chart.locator("rect").count(), 1);
+  await p.screenshot({ path: (process.env.ECOSIRE_SCREENSHOTS || "/tmp") + "/api-keys.png", fullPage: true });
 
   await p.getByRole("button", { name: "Rotate" }).click();
   await p.getByText("New key (shown once)").waitFor();
