@@ -55,7 +55,9 @@ async function submit(form, event) {
   const done = form.querySelector("[data-done]");
   error.hidden = true;
   if (done) done.hidden = true;
+  // Loading: the button is disabled (styled as busy) until the API answers.
   button.disabled = true;
+  form.setAttribute("aria-busy", "true");
   try {
     const res = await fetch(form.dataset.api, {
       method: form.dataset.method || "POST",
@@ -87,6 +89,7 @@ async function submit(form, event) {
     showError(form, { message: "The server could not be reached. Check your connection and try again." });
   } finally {
     button.disabled = false;
+    form.removeAttribute("aria-busy");
   }
 }
 

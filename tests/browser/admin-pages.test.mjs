@@ -155,4 +155,6 @@ test("products, orders, support, audit log and notices, each for its role", asyn
   }
   await bo.goto(server.base + "/dashboard/orders");
   await bo.screenshot({ path: `${shots}/orders-375.png`, fullPage: true });
+  admin.check();
+  bo.check();
 });

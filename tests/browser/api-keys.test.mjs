@@ -74,4 +74,5 @@ test("a key is shown once, counts its requests, rotates with grace and revokes a
   await p.waitForLoadState("load");
   await p.getByText("revoked").first().waitFor();
   assert.equal(await asScript(rotated), 401);
+  p.check();
 });

@@ -139,4 +139,5 @@ test("an admin registers an endpoint, sends a test, sees the delivery and retrie
   await p.goto(server.base + "/dashboard/admin/webhooks");
   await p.locator("td", { hasText: "disabled" }).first().waitFor();
   await p.screenshot({ path: (process.env.ECOSIRE_SCREENSHOTS || "/tmp") + "/webhook-endpoints.png", fullPage: true });
+  p.check();
 });
