@@ -412,4 +412,3 @@ pub async fn endpoint(
         deliveries,
     }))
 }
-

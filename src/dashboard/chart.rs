@@ -96,7 +96,13 @@ mod tests {
         assert_eq!((c.bars[2].h, c.bars[2].y), (HEIGHT, 0));
         assert_eq!(c.bars[2].err_h, HEIGHT / 2);
         assert_eq!(c.bars[2].x, 10);
-        assert!(c.summary.starts_with("1001 requests (500 errors) in 3 days; busiest 2026-11-30"));
-        assert_eq!(daily(&[day("2026-11-30", 0, 0)]).summary, "No requests today");
+        assert!(
+            c.summary
+                .starts_with("1001 requests (500 errors) in 3 days; busiest 2026-11-30")
+        );
+        assert_eq!(
+            daily(&[day("2026-11-30", 0, 0)]).summary,
+            "No requests today"
+        );
     }
 }

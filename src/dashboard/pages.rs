@@ -120,9 +120,7 @@ struct Forgot {
 }
 
 pub async fn forgot_password(_rate: Public) -> Response {
-    render(Forgot {
-        f: Frame::public(),
-    })
+    render(Forgot { f: Frame::public() })
 }
 
 #[derive(Deserialize)]
@@ -369,7 +367,10 @@ pub(super) fn message(
     text: &'static str,
 ) -> Response {
     let mut res = render(Message {
-        f: Frame { user, ..Frame::public() },
+        f: Frame {
+            user,
+            ..Frame::public()
+        },
         heading,
         text,
     });
@@ -445,7 +446,9 @@ async fn license_view(
     })
 }
 
-pub(super) async fn product_names(state: &AppState) -> Result<std::collections::HashMap<String, String>> {
+pub(super) async fn product_names(
+    state: &AppState,
+) -> Result<std::collections::HashMap<String, String>> {
     Ok(sqlx::query_as("SELECT id, name FROM products")
         .fetch_all(&state.db.pool)
         .await?

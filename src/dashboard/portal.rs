@@ -235,8 +235,7 @@ pub async fn ticket(
         Err(redirect) => return Ok(redirect),
     };
     let manage = p.sees_all();
-    let found = match crate::modules::support::get_ticket(State(state.clone()), p, Path(id)).await
-    {
+    let found = match crate::modules::support::get_ticket(State(state.clone()), p, Path(id)).await {
         Ok(t) => t.0,
         Err(crate::error::Error::NotFound { .. }) => {
             return Ok(message(
