@@ -11,6 +11,8 @@
 mod assets;
 mod pages;
 
+pub(crate) use pages::local_path;
+
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
