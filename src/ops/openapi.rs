@@ -75,7 +75,7 @@ pub fn add_provider(api: &mut utoipa::openapi::OpenApi, issuer: &str) {
             "openIdConnect",
             SecurityScheme::OpenIdConnect(OpenIdConnect::with_description(
                 discovery,
-                "An access token (JWT) from the configured OpenID provider, sent as Authorization: Bearer; see docs/oidc.md",
+                "An access token (JWT) from the configured OpenID provider, sent as Authorization: Bearer; see docs/oidc.md".to_string(),
             )),
         );
     for item in api.paths.paths.values_mut() {
