@@ -890,13 +890,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 )),
             }
         })?;
-        let client_id = self.get("ECOSIRE_OIDC_CLIENT_ID").map(|v| v.trim().to_string());
+        let client_id = self
+            .get("ECOSIRE_OIDC_CLIENT_ID")
+            .map(|v| v.trim().to_string());
         let client_secret = self.get("ECOSIRE_OIDC_CLIENT_SECRET");
-        let audience = self.get("ECOSIRE_OIDC_AUDIENCE").map(|v| v.trim().to_string());
-        let admin_group = self.get("ECOSIRE_OIDC_ADMIN_GROUP").map(|v| v.trim().to_string());
+        let audience = self
+            .get("ECOSIRE_OIDC_AUDIENCE")
+            .map(|v| v.trim().to_string());
+        let admin_group = self
+            .get("ECOSIRE_OIDC_ADMIN_GROUP")
+            .map(|v| v.trim().to_string());
         let label = self.get("ECOSIRE_OIDC_LABEL").map(|v| v.trim().to_string());
         let scopes = self.get("ECOSIRE_OIDC_SCOPES");
-        let groups_claim = self.get("ECOSIRE_OIDC_GROUPS_CLAIM").map(|v| v.trim().to_string());
+        let groups_claim = self
+            .get("ECOSIRE_OIDC_GROUPS_CLAIM")
+            .map(|v| v.trim().to_string());
         let service_accounts =
             self.parse("ECOSIRE_OIDC_SERVICE_ACCOUNTS", parse_service_accounts)?;
         let Some(issuer) = issuer else {
@@ -1352,7 +1360,12 @@ mod tests {
 
     #[test]
     fn oidc_is_switched_on_by_the_issuer_and_its_secret_never_shown() {
-        assert!(from(&[("ECOSIRE_OIDC_LABEL", "Authentik")]).unwrap().oidc.is_none());
+        assert!(
+            from(&[("ECOSIRE_OIDC_LABEL", "Authentik")])
+                .unwrap()
+                .oidc
+                .is_none()
+        );
         let e = from(&[("ECOSIRE_OIDC_ISSUER", "https://auth.example.com/o/")]).unwrap_err();
         assert_eq!(e.var, "ECOSIRE_OIDC_CLIENT_ID");
         let e = from(&[("ECOSIRE_OIDC_ISSUER", "auth.example.com")]).unwrap_err();
@@ -1369,7 +1382,10 @@ mod tests {
         ])
         .unwrap();
         let o = c.oidc.as_ref().unwrap();
-        assert_eq!(o.audience, "ecosire", "the audience defaults to the client id");
+        assert_eq!(
+            o.audience, "ecosire",
+            "the audience defaults to the client id"
+        );
         assert_eq!(o.scopes, ["openid", "email", "profile", "groups"]);
         assert_eq!(o.label, "SSO");
         assert_eq!(

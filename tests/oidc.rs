@@ -299,8 +299,7 @@ impl Browser {
         let mut req = req.build().unwrap();
         let cookie = self.cookie_header(req.url());
         if !cookie.is_empty() {
-            req.headers_mut()
-                .insert("cookie", cookie.parse().unwrap());
+            req.headers_mut().insert("cookie", cookie.parse().unwrap());
         }
         let res = self.http.execute(req).await.unwrap();
         let set_cookies = self.keep(&res);
@@ -325,14 +324,17 @@ impl Browser {
     /// From our `/api/auth/oidc/login` through the provider (signing in as `who`, consenting) to
     /// the callback URL the provider sends the browser to — returned, not followed, so a test can
     /// look at it or change it. `tamper` may change the URL of the authorization request.
-    async fn to_callback(
+    async fn until_callback(
         &mut self,
         site: &Site,
         who: &str,
         tamper: impl Fn(reqwest::Url) -> reqwest::Url,
     ) -> String {
         let start = self
-            .get(&format!("{}/api/auth/oidc/login?next=/dashboard", site.base))
+            .get(&format!(
+                "{}/api/auth/oidc/login?next=/dashboard",
+                site.base
+            ))
             .await;
         assert_eq!(start.status, 303, "{}", start.text);
         let authorize = reqwest::Url::parse(start.location.as_deref().unwrap()).unwrap();
@@ -347,7 +349,11 @@ impl Browser {
             }
             let page = self.get(&url).await;
             if let Some(next) = &page.location {
-                url = reqwest::Url::parse(&url).unwrap().join(next).unwrap().to_string();
+                url = reqwest::Url::parse(&url)
+                    .unwrap()
+                    .join(next)
+                    .unwrap()
+                    .to_string();
                 continue;
             }
             assert_eq!(page.status, 200, "{url}: {}", page.text);
@@ -383,7 +389,7 @@ impl Browser {
 
     /// The whole sign-in; answers the callback's page.
     async fn sign_in(&mut self, site: &Site, who: &str) -> Page {
-        let callback = self.to_callback(site, who, |u| u).await;
+        let callback = self.until_callback(site, who, |u| u).await;
         self.get(&callback).await
     }
 
@@ -401,7 +407,10 @@ fn refused(page: &Page, code: &str) {
         Some(format!("/login?oidc_error={code}").as_str())
     );
     assert!(
-        !page.set_cookies.iter().any(|c| c.starts_with("ecosire_auth=")),
+        !page
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("ecosire_auth=")),
         "no session: {:?}",
         page.set_cookies
     );
@@ -419,7 +428,9 @@ async fn a_person_signs_in_through_the_provider_and_reaches_the_dashboard() {
     let login = browser.get(&format!("{}/login", site.base)).await;
     assert!(
         login.text.contains("Sign in with Test IdP")
-            && login.text.contains("href=\"/api/auth/oidc/login?next=%2Fdashboard\""),
+            && login
+                .text
+                .contains("href=\"/api/auth/oidc/login?next=%2Fdashboard\""),
         "{}",
         login.text
     );
@@ -433,10 +444,17 @@ async fn a_person_signs_in_through_the_provider_and_reaches_the_dashboard() {
         .iter()
         .find(|c| c.starts_with("ecosire_auth="))
         .expect("the session cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     let dashboard = browser.get(&format!("{}/dashboard", site.base)).await;
     assert_eq!(dashboard.status, 200);
-    assert!(dashboard.text.contains("alice@example.com"), "{}", dashboard.text);
+    assert!(
+        dashboard.text.contains("alice@example.com"),
+        "{}",
+        dashboard.text
+    );
 
     // The cookie is a session like a password login's: the API takes it as a bearer token too.
     let token = browser.session().unwrap();
@@ -444,7 +462,10 @@ async fn a_person_signs_in_through_the_provider_and_reaches_the_dashboard() {
     assert_eq!(alice["email"], "alice@example.com");
     assert_eq!(alice["name"], "Alice Admin");
     assert_eq!(alice["role"], "admin", "in the admin group");
-    assert!(alice["email_verified_at"].is_string(), "the provider verified it");
+    assert!(
+        alice["email_verified_at"].is_string(),
+        "the provider verified it"
+    );
 
     // The second sign-in follows the link to the same account.
     let mut again = Browser::new();
@@ -461,10 +482,17 @@ async fn a_person_signs_in_through_the_provider_and_reaches_the_dashboard() {
     // Logging out ends the session as it ends a password login's.
     let out = site
         .app
-        .call(axum::http::Method::POST, "/api/auth/logout", None, Some(&token))
+        .call(
+            axum::http::Method::POST,
+            "/api/auth/logout",
+            None,
+            Some(&token),
+        )
         .await;
     out.expect(204);
-    me(&site, &token).await.expect_problem(401, "UNAUTHENTICATED");
+    me(&site, &token)
+        .await
+        .expect_problem(401, "UNAUTHENTICATED");
     // Password login is untouched.
     site.app.login(ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
 }
@@ -476,7 +504,10 @@ async fn a_client_credentials_token_acts_as_its_service_account() {
     let user = me(&site, &token).await.expect(200)["user"].clone();
     assert_eq!(user["email"], "billing@example.com");
     assert_eq!(user["role"], "customer");
-    site.app.get("/api/licenses", Some(&token)).await.expect(200);
+    site.app
+        .get("/api/licenses", Some(&token))
+        .await
+        .expect(200);
     // A read-write scope: writes its owner may make, never admin ones or key management.
     site.app
         .post("/api/products", json!({"name": "X"}), Some(&token))
@@ -502,7 +533,8 @@ async fn a_client_credentials_token_acts_as_its_service_account() {
         .await
         .expect_problem(403, "FORBIDDEN");
     // The same token with a read-only service account: reads only.
-    let (idp2, site2) = setup(|o| o.service_accounts[0].scope = ecosire::auth::Scope::ReadOnly).await;
+    let (idp2, site2) =
+        setup(|o| o.service_accounts[0].scope = ecosire::auth::Scope::ReadOnly).await;
     let ro = idp2.service_token().await;
     site2.app.get("/api/licenses", Some(&ro)).await.expect(200);
     site2
@@ -526,7 +558,11 @@ async fn an_admin_scoped_service_account_of_an_admin_may_administer() {
         .await
         .expect(200);
     site.app
-        .post("/api/products", json!({"name": "Made by a service"}), Some(&token))
+        .post(
+            "/api/products",
+            json!({"name": "Made by a service"}),
+            Some(&token),
+        )
         .await
         .expect(201);
 }
@@ -540,25 +576,42 @@ async fn roles_follow_the_admin_group_at_each_sign_in_and_token() {
     assert_eq!(alice["role"], "admin");
 
     // Out of the group: a customer at the next sign-in.
-    idp.side("person", json!({"id": "alice", "groups": ["staff"]})).await;
+    idp.side("person", json!({"id": "alice", "groups": ["staff"]}))
+        .await;
     let mut b2 = Browser::new();
     b2.sign_in(&site, "alice").await;
-    assert_eq!(me(&site, &b2.session().unwrap()).await.expect(200)["user"]["role"], "customer");
+    assert_eq!(
+        me(&site, &b2.session().unwrap()).await.expect(200)["user"]["role"],
+        "customer"
+    );
 
     // A person's access token carrying the groups claim syncs the role too; one without the
     // claim changes nothing.
     let mut claims = idp.claims("alice");
     claims["groups"] = json!([ADMIN_GROUP]);
     let promote = idp.mint(claims, false).await;
-    assert_eq!(me(&site, &promote).await.expect(200)["user"]["role"], "admin");
+    assert_eq!(
+        me(&site, &promote).await.expect(200)["user"]["role"],
+        "admin"
+    );
     let silent = idp.mint(idp.claims("alice"), false).await;
-    assert_eq!(me(&site, &silent).await.expect(200)["user"]["role"], "admin");
+    assert_eq!(
+        me(&site, &silent).await.expect(200)["user"]["role"],
+        "admin"
+    );
     // Every session of the person follows at once (the role is read per request).
-    assert_eq!(me(&site, &b2.session().unwrap()).await.expect(200)["user"]["role"], "admin");
+    assert_eq!(
+        me(&site, &b2.session().unwrap()).await.expect(200)["user"]["role"],
+        "admin"
+    );
 
     // The provider wins over LAST_ADMIN: with alice the only active admin, leaving the group
     // still demotes her (docs/oidc.md says why and how back in).
-    let admin_id = site.app.get("/api/auth/me", Some(&site.app.admin_token.clone())).await.expect(200)["user"]["id"]
+    let admin_id = site
+        .app
+        .get("/api/auth/me", Some(&site.app.admin_token.clone()))
+        .await
+        .expect(200)["user"]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -574,7 +627,10 @@ async fn roles_follow_the_admin_group_at_each_sign_in_and_token() {
     let mut claims = idp.claims("alice");
     claims["groups"] = json!([]);
     let demote = idp.mint(claims, false).await;
-    assert_eq!(me(&site, &demote).await.expect(200)["user"]["role"], "customer");
+    assert_eq!(
+        me(&site, &demote).await.expect(200)["user"]["role"],
+        "customer"
+    );
     let admins: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")
             .fetch_one(&site.app.state.db.pool)
@@ -587,14 +643,18 @@ async fn roles_follow_the_admin_group_at_each_sign_in_and_token() {
 async fn wrong_state_replayed_callbacks_and_codes_sign_nobody_in() {
     let (_idp, site) = setup(|_| {}).await;
     let mut browser = Browser::new();
-    let callback = browser.to_callback(&site, "bob", |u| u).await;
+    let callback = browser.until_callback(&site, "bob", |u| u).await;
 
     // A changed `state`: no such sign-in.
     let mut wrong = reqwest::Url::parse(&callback).unwrap();
     let pairs: Vec<(String, String)> = wrong
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == "state" { format!("{v}x") } else { v.to_string() };
+            let v = if k == "state" {
+                format!("{v}x")
+            } else {
+                v.to_string()
+            };
             (k.to_string(), v)
         })
         .collect();
@@ -608,10 +668,13 @@ async fn wrong_state_replayed_callbacks_and_codes_sign_nobody_in() {
 
     // A code the provider already redeemed, brought to a new sign-in of the same browser.
     let mut browser = Browser::new();
-    let first = browser.to_callback(&site, "bob", |u| u).await;
-    assert_eq!(browser.get(&first).await.location.as_deref(), Some("/dashboard"));
+    let first = browser.until_callback(&site, "bob", |u| u).await;
+    assert_eq!(
+        browser.get(&first).await.location.as_deref(),
+        Some("/dashboard")
+    );
     refused(&browser.get(&first).await, "state");
-    let second = browser.to_callback(&site, "bob", |u| u).await;
+    let second = browser.until_callback(&site, "bob", |u| u).await;
     let code = |u: &str| {
         reqwest::Url::parse(u)
             .unwrap()
@@ -630,11 +693,15 @@ async fn a_wrong_nonce_in_the_id_token_is_refused() {
     let (_idp, site) = setup(|_| {}).await;
     let mut browser = Browser::new();
     let callback = browser
-        .to_callback(&site, "bob", |mut u| {
+        .until_callback(&site, "bob", |mut u| {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "nonce" { "a-nonce-of-someone-else".to_string() } else { v.to_string() };
+                    let v = if k == "nonce" {
+                        "a-nonce-of-someone-else".to_string()
+                    } else {
+                        v.to_string()
+                    };
                     (k.to_string(), v)
                 })
                 .collect();
@@ -679,10 +746,14 @@ async fn an_email_is_linked_only_when_both_sides_verified_it() {
     refused(&Browser::new().sign_in(&site, "carol").await, "email_taken");
 
     // Verified on both sides: linked to the existing account.
-    idp.side("person", json!({"id": "carol", "email_verified": true})).await;
+    idp.side("person", json!({"id": "carol", "email_verified": true}))
+        .await;
     let mut b = Browser::new();
     b.sign_in(&site, "carol").await;
-    assert_eq!(me(&site, &b.session().unwrap()).await.expect(200)["user"]["id"], local_id.as_str());
+    assert_eq!(
+        me(&site, &b.session().unwrap()).await.expect(200)["user"]["id"],
+        local_id.as_str()
+    );
 
     // A new address the provider did not verify: a new customer, unverified here too.
     idp.side(
@@ -696,8 +767,12 @@ async fn an_email_is_linked_only_when_both_sides_verified_it() {
     assert_eq!(dave["email"], "dave@example.com");
     assert!(dave["email_verified_at"].is_null());
     // No address at all: nothing to make an account with.
-    idp.side("person", json!({"id": "erin", "name": "Erin"})).await;
-    refused(&Browser::new().sign_in(&site, "erin").await, "email_missing");
+    idp.side("person", json!({"id": "erin", "name": "Erin"}))
+        .await;
+    refused(
+        &Browser::new().sign_in(&site, "erin").await,
+        "email_missing",
+    );
 }
 
 #[tokio::test]
@@ -706,7 +781,10 @@ async fn provider_tokens_are_checked_for_issuer_audience_time_and_key() {
     let mut b = Browser::new();
     b.sign_in(&site, "bob").await;
     let ok = idp.mint(idp.claims("bob"), false).await;
-    assert_eq!(me(&site, &ok).await.expect(200)["user"]["email"], "bob@example.com");
+    assert_eq!(
+        me(&site, &ok).await.expect(200)["user"]["email"],
+        "bob@example.com"
+    );
 
     let with = |change: Value| {
         let mut c = idp.claims("bob");
@@ -721,9 +799,18 @@ async fn provider_tokens_are_checked_for_issuer_audience_time_and_key() {
     };
     for (why, claims) in [
         ("another issuer", with(json!({"iss": "http://127.0.0.1:1"}))),
-        ("another audience", with(json!({"aud": "https://elsewhere.test"}))),
-        ("expired beyond the skew", with(json!({"exp": now_s() - 61}))),
-        ("not valid before a future time", with(json!({"nbf": now_s() + 120}))),
+        (
+            "another audience",
+            with(json!({"aud": "https://elsewhere.test"})),
+        ),
+        (
+            "expired beyond the skew",
+            with(json!({"exp": now_s() - 61})),
+        ),
+        (
+            "not valid before a future time",
+            with(json!({"nbf": now_s() + 120})),
+        ),
         ("no expiry", with(json!({"exp": null}))),
     ] {
         let t = idp.mint(claims, false).await;
@@ -731,7 +818,10 @@ async fn provider_tokens_are_checked_for_issuer_audience_time_and_key() {
         assert_eq!(r.status, 401, "{why}: {}", r.text);
     }
     // Within the 60 s skew both ways.
-    for claims in [with(json!({"exp": now_s() - 30})), with(json!({"nbf": now_s() + 30}))] {
+    for claims in [
+        with(json!({"exp": now_s() - 30})),
+        with(json!({"nbf": now_s() + 30})),
+    ] {
         me(&site, &idp.mint(claims, false).await).await.expect(200);
     }
     // A tampered payload fails the signature.
@@ -741,7 +831,9 @@ async fn provider_tokens_are_checked_for_issuer_audience_time_and_key() {
     let mut payload: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
     payload["sub"] = json!("alice");
     parts[1] = b64.encode(payload.to_string());
-    me(&site, &parts.join(".")).await.expect_problem(401, "UNAUTHENTICATED");
+    me(&site, &parts.join("."))
+        .await
+        .expect_problem(401, "UNAUTHENTICATED");
 
     // An unknown key: refused, and fetching the keys again is rate-limited (here: once an hour,
     // and discovery just fetched them).
@@ -773,7 +865,11 @@ async fn a_key_rotation_at_the_provider_is_picked_up_on_the_first_unknown_kid() 
         "signed with the new key"
     );
     me(&site, &after).await.expect(200);
-    assert_eq!(idp.jwks_fetches().await, fetched + 1, "one fetch for the new key");
+    assert_eq!(
+        idp.jwks_fetches().await,
+        fetched + 1,
+        "one fetch for the new key"
+    );
     // The old key is still published: its tokens still work, with no further fetch.
     me(&site, &before).await.expect(200);
     me(&site, &after).await.expect(200);
@@ -822,12 +918,14 @@ async fn a_provider_going_down_leaves_known_tokens_and_passwords_working() {
     let token = idp.service_token().await;
     let stranger = idp.mint(idp.claims("billing-sync"), true).await;
     let mut browser = Browser::new();
-    let callback = browser.to_callback(&site, "bob", |u| u).await;
+    let callback = browser.until_callback(&site, "bob", |u| u).await;
     idp.stop();
 
     // Keys already fetched still verify; an unknown key cannot be fetched: 401, not 500.
     me(&site, &token).await.expect(200);
-    me(&site, &stranger).await.expect_problem(401, "UNAUTHENTICATED");
+    me(&site, &stranger)
+        .await
+        .expect_problem(401, "UNAUTHENTICATED");
     // A sign-in that needs the provider now says so.
     refused(&browser.get(&callback).await, "unavailable");
     // Passwords work.
@@ -854,7 +952,10 @@ async fn the_start_logs_one_line_when_the_provider_cannot_be_reached() {
     let (status, _) = server.get(&http, "/api/auth/me", &token).await;
     assert_eq!(status, 200, "password sign-in works without the provider");
     assert!(
-        !server.log_lines().iter().any(|l| l.contains("never-logged-secret")),
+        !server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("never-logged-secret")),
         "the client secret is never logged"
     );
 }
@@ -862,7 +963,12 @@ async fn the_start_logs_one_line_when_the_provider_cannot_be_reached() {
 #[tokio::test]
 async fn the_served_spec_names_the_provider_and_the_routes_answer_404_without_one() {
     let (idp, site) = setup(|_| {}).await;
-    let spec = site.app.get("/api/openapi.json", None).await.expect(200).clone();
+    let spec = site
+        .app
+        .get("/api/openapi.json", None)
+        .await
+        .expect(200)
+        .clone();
     let scheme = &spec["components"]["securitySchemes"]["openIdConnect"];
     assert_eq!(scheme["type"], "openIdConnect");
     assert_eq!(
@@ -874,7 +980,11 @@ async fn the_served_spec_names_the_provider_and_the_routes_answer_404_without_on
     assert!(!spec.to_string().contains("ecosire-client-secret"));
 
     let plain = TestApp::new().await;
-    let spec = plain.get("/api/openapi.json", None).await.expect(200).clone();
+    let spec = plain
+        .get("/api/openapi.json", None)
+        .await
+        .expect(200)
+        .clone();
     assert!(spec["components"]["securitySchemes"]["openIdConnect"].is_null());
     plain
         .get("/api/auth/oidc/login", None)
@@ -885,5 +995,8 @@ async fn the_served_spec_names_the_provider_and_the_routes_answer_404_without_on
         .await
         .expect_problem(404, "NOT_FOUND");
     let login = plain.get("/login", None).await;
-    assert!(!login.text.contains("Sign in with"), "no button without a provider");
+    assert!(
+        !login.text.contains("Sign in with"),
+        "no button without a provider"
+    );
 }

@@ -31,13 +31,22 @@ pub enum Rejected {
 }
 
 /// Checks a provider access token and answers its claims.
-pub async fn verify(provider: &Provider, token: &str, now_s: i64) -> Result<Map<String, Value>, Rejected> {
+pub async fn verify(
+    provider: &Provider,
+    token: &str,
+    now_s: i64,
+) -> Result<Map<String, Value>, Rejected> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Rejected::Malformed);
     };
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| Rejected::Malformed);
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| Rejected::Malformed)
+    };
     let header: Map<String, Value> =
         serde_json::from_slice(&decode(h)?).map_err(|_| Rejected::Malformed)?;
     let signature = decode(s)?;
@@ -86,7 +95,11 @@ fn check_signature(
         .ok_or(Rejected::Signature)
 }
 
-fn check_claims(provider: &Provider, claims: &Map<String, Value>, now_s: i64) -> Result<(), Rejected> {
+fn check_claims(
+    provider: &Provider,
+    claims: &Map<String, Value>,
+    now_s: i64,
+) -> Result<(), Rejected> {
     let config = &provider.config;
     if claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str()) {
         return Err(Rejected::Issuer);
@@ -121,9 +134,17 @@ pub async fn authenticate(state: &AppState, provider: &Provider, token: &str) ->
             return Err(Error::Unauthenticated);
         }
     };
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let subject = text("sub").or_else(|| text("client_id")).ok_or(Error::Unauthenticated)?;
-    let credential_subject = sha256_hex(format!("{}\n{subject}", provider.config.issuer).as_bytes());
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let subject = text("sub")
+        .or_else(|| text("client_id"))
+        .ok_or(Error::Unauthenticated)?;
+    let credential_subject =
+        sha256_hex(format!("{}\n{subject}", provider.config.issuer).as_bytes());
     if let Some(account) = provider
         .config
         .service_accounts
@@ -144,7 +165,11 @@ pub async fn authenticate(state: &AppState, provider: &Provider, token: &str) ->
             },
         });
     }
-    let person = Person::from_claims(&provider.config, text("sub").ok_or(Error::Unauthenticated)?, &claims);
+    let person = Person::from_claims(
+        &provider.config,
+        text("sub").ok_or(Error::Unauthenticated)?,
+        &claims,
+    );
     let user = match super::link::user_for(state, provider, &person).await? {
         Ok(user) => user,
         Err(refusal) => {

@@ -123,7 +123,9 @@ pub async fn user_for(
             if user.disabled.0 {
                 return Ok(Err(Refusal::Disabled));
             }
-            return Ok(Ok(sync_role(state, user, role_from_groups(config, person)).await?));
+            return Ok(Ok(
+                sync_role(state, user, role_from_groups(config, person)).await?
+            ));
         }
         let Some(email) = &person.email else {
             return Ok(Err(Refusal::EmailMissing));
@@ -152,9 +154,15 @@ pub async fn user_for(
                     .clone()
                     .filter(|n| !n.trim().is_empty())
                     .unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_string());
-                let Some(created) =
-                    users::insert_with_trust(&mut tx, email, name.trim(), None, Role::Customer, trust)
-                        .await?
+                let Some(created) = users::insert_with_trust(
+                    &mut tx,
+                    email,
+                    name.trim(),
+                    None,
+                    Role::Customer,
+                    trust,
+                )
+                .await?
                 else {
                     continue;
                 };
@@ -185,8 +193,12 @@ pub async fn user_for(
             state.licenses.changed(&state.db, d).await;
         }
         tracing::info!(user_id = %user.id, issuer = %config.issuer, "OIDC: linked a provider identity to an account");
-        let user = users::find_by_id(state, &user.id).await?.map_or(user, |r| r.user);
-        return Ok(Ok(sync_role(state, user, role_from_groups(config, person)).await?));
+        let user = users::find_by_id(state, &user.id)
+            .await?
+            .map_or(user, |r| r.user);
+        return Ok(Ok(
+            sync_role(state, user, role_from_groups(config, person)).await?
+        ));
     }
     Err(anyhow::anyhow!("the account of a provider identity could not be read back").into())
 }

@@ -17,8 +17,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim,
-    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
     CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
@@ -250,7 +250,10 @@ pub async fn keep_discovering(
         }
         match provider.discover().await {
             Ok(()) => tracing::info!(issuer = %provider.config.issuer, "OIDC: provider discovered"),
-            Err(e) => tracing::warn!("OIDC: the provider at {} is still unusable: {e}", provider.config.issuer),
+            Err(e) => tracing::warn!(
+                "OIDC: the provider at {} is still unusable: {e}",
+                provider.config.issuer
+            ),
         }
     }
 }

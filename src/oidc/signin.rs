@@ -282,7 +282,10 @@ async fn finish(
     let Some(discovered) = provider.discovered() else {
         return Ok(Err(Failure::Unavailable));
     };
-    let exchange = match discovered.client.exchange_code(AuthorizationCode::new(code)) {
+    let exchange = match discovered
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+    {
         Ok(request) => {
             request
                 .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
@@ -357,7 +360,14 @@ async fn finish(
         || (provider.config.admin_group.is_some()
             && !raw.contains_key(&provider.config.groups_claim));
     if needs_more {
-        userinfo(provider, &discovered.client, response.access_token(), &subject, &mut raw).await;
+        userinfo(
+            provider,
+            &discovered.client,
+            response.access_token(),
+            &subject,
+            &mut raw,
+        )
+        .await;
     }
     let person = Person::from_claims(&provider.config, &subject, &raw);
     let user = match link::user_for(state, provider, &person).await? {
