@@ -766,6 +766,17 @@ async fn an_email_is_linked_only_when_both_sides_verified_it() {
     let dave = me(&site, &d.session().unwrap()).await.expect(200)["user"].clone();
     assert_eq!(dave["email"], "dave@example.com");
     assert!(dave["email_verified_at"].is_null());
+    // Erasing the account deletes its link: signing in again makes a new account.
+    let dave_id = dave["id"].as_str().unwrap();
+    site.app
+        .admin_delete(&format!("/api/users/{dave_id}"))
+        .await
+        .expect(204);
+    let mut d = Browser::new();
+    d.sign_in(&site, "dave").await;
+    let again = me(&site, &d.session().unwrap()).await.expect(200)["user"].clone();
+    assert_ne!(again["id"], dave["id"]);
+    assert_eq!(again["email"], "dave@example.com");
     // No address at all: nothing to make an account with.
     idp.side("person", json!({"id": "erin", "name": "Erin"}))
         .await;
@@ -874,6 +885,16 @@ async fn a_key_rotation_at_the_provider_is_picked_up_on_the_first_unknown_kid() 
     me(&site, &before).await.expect(200);
     me(&site, &after).await.expect(200);
     assert_eq!(idp.jwks_fetches().await, fetched + 1);
+    // An ID token signed with the new key verifies too.
+    idp.side("rotate", json!({})).await;
+    let done = Browser::new().sign_in(&site, "bob").await;
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/dashboard"),
+        "{}",
+        done.text
+    );
+    assert_eq!(idp.jwks_fetches().await, fetched + 2);
 }
 
 #[tokio::test]
