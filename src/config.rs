@@ -108,6 +108,91 @@ pub struct Config {
     pub stripe_secret_key: Option<String>,
     /// `STRIPE_API_BASE`, without a trailing slash: Stripe's API (a local stand-in in tests).
     pub stripe_api_base: String,
+    /// `ECOSIRE_OIDC_*`: sign-in through an OpenID provider; `None` without `ECOSIRE_OIDC_ISSUER`.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Sign-in through an OpenID provider (docs/oidc.md). The client secret has a redacting `Debug`.
+#[derive(Clone)]
+pub struct OidcConfig {
+    /// `ECOSIRE_OIDC_ISSUER`: the provider's issuer URL, exactly as its tokens' `iss` says it.
+    pub issuer: String,
+    /// `ECOSIRE_OIDC_CLIENT_ID`: this server's client at the provider.
+    pub client_id: String,
+    /// `ECOSIRE_OIDC_CLIENT_SECRET`: the client's secret (confidential client); `None`: a public
+    /// client that proves itself with PKCE alone.
+    pub client_secret: Option<String>,
+    /// `ECOSIRE_OIDC_AUDIENCE`: the `aud` a provider access token must name to be accepted as a
+    /// bearer credential (default: the client id).
+    pub audience: String,
+    /// `ECOSIRE_OIDC_ADMIN_GROUP`: members are admins, others customers; `None`: the provider
+    /// does not decide roles.
+    pub admin_group: Option<String>,
+    /// `ECOSIRE_OIDC_LABEL`: the button says "Sign in with {label}".
+    pub label: String,
+    /// `ECOSIRE_OIDC_SCOPES`: what the browser sign-in asks for.
+    pub scopes: Vec<String>,
+    /// `ECOSIRE_OIDC_GROUPS_CLAIM`: the claim that lists a person's groups.
+    pub groups_claim: String,
+    /// `ECOSIRE_OIDC_SERVICE_ACCOUNTS`: client-credentials callers, by token subject.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// How long to wait between discovery attempts while the provider cannot be reached (not an
+    /// env variable; tests shorten it).
+    pub retry_interval: Duration,
+    /// The provider's keys are fetched again for an unknown `kid` at most once per this long
+    /// (not an env variable; tests change it).
+    pub jwks_refresh_interval: Duration,
+}
+
+/// A service account: provider access tokens whose subject (or, lacking one, `client_id`) is
+/// `subject` act as the local user `email` with an API-key `scope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub subject: String,
+    pub email: String,
+    pub scope: crate::auth::Scope,
+}
+
+pub const DEFAULT_OIDC_SCOPES: &str = "openid email profile";
+
+impl OidcConfig {
+    /// A provider at `issuer` with this client and everything else at its default.
+    pub fn new(issuer: &str, client_id: &str, client_secret: Option<&str>) -> Self {
+        OidcConfig {
+            issuer: issuer.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: client_secret.map(String::from),
+            audience: client_id.to_string(),
+            admin_group: None,
+            label: "SSO".into(),
+            scopes: list(&DEFAULT_OIDC_SCOPES.replace(' ', ",")),
+            groups_claim: "groups".into(),
+            service_accounts: vec![],
+            retry_interval: Duration::from_secs(30),
+            jwks_refresh_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("audience", &self.audience)
+            .field("admin_group", &self.admin_group)
+            .field("label", &self.label)
+            .field("scopes", &self.scopes)
+            .field("groups_claim", &self.groups_claim)
+            .field("service_accounts", &self.service_accounts)
+            .field("retry_interval", &self.retry_interval)
+            .field("jwks_refresh_interval", &self.jwks_refresh_interval)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -163,6 +248,7 @@ impl std::fmt::Debug for Config {
             .field("mail_backoff_base", &self.mail_backoff_base)
             .field("stripe_secret_key", &redact(&self.stripe_secret_key))
             .field("stripe_api_base", &self.stripe_api_base)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -261,6 +347,7 @@ impl Default for Config {
             mail_backoff_base: Duration::from_secs(30),
             stripe_secret_key: None,
             stripe_api_base: DEFAULT_STRIPE_API_BASE.into(),
+            oidc: None,
         }
     }
 }
@@ -483,6 +570,60 @@ pub fn variables() -> Vec<Variable> {
             value(DEFAULT_STRIPE_API_BASE),
             "http://127.0.0.1:12111",
             "Stripe's API, for line items (a local stand-in in tests)",
+        ),
+        var(
+            "ECOSIRE_OIDC_ISSUER",
+            Unset,
+            "https://auth.example.com/application/o/ecosire/",
+            "sign-in through this OpenID provider (docs/oidc.md); its discovery document is read at start and retried in the background while it cannot be reached",
+        ),
+        var(
+            "ECOSIRE_OIDC_CLIENT_ID",
+            Unset,
+            "ecosire",
+            "this server's client id at the provider (required with ECOSIRE_OIDC_ISSUER); the redirect URI to register is ECOSIRE_PUBLIC_URL + /api/auth/oidc/callback",
+        ),
+        var(
+            "ECOSIRE_OIDC_CLIENT_SECRET",
+            Unset,
+            "…",
+            "the client's secret (confidential client; unset: a public client with PKCE only); never logged",
+        ),
+        var(
+            "ECOSIRE_OIDC_AUDIENCE",
+            Computed("ECOSIRE_OIDC_CLIENT_ID"),
+            "https://licenses.example.com",
+            "the aud a provider-issued JWT access token must carry to be accepted as a bearer credential",
+        ),
+        var(
+            "ECOSIRE_OIDC_ADMIN_GROUP",
+            Unset,
+            "ecosire-admins",
+            "members of this provider group are admins, others customers, synced at each sign-in and token; unset: roles are managed here only",
+        ),
+        var(
+            "ECOSIRE_OIDC_LABEL",
+            value("SSO"),
+            "Authentik",
+            "the sign-in page's button reads \"Sign in with\" and this",
+        ),
+        var(
+            "ECOSIRE_OIDC_SCOPES",
+            value(DEFAULT_OIDC_SCOPES),
+            "openid email profile groups",
+            "the scopes the browser sign-in asks for (space- or comma-separated; openid is always asked)",
+        ),
+        var(
+            "ECOSIRE_OIDC_GROUPS_CLAIM",
+            value("groups"),
+            "https://example.com/groups",
+            "the token claim that lists a person's groups (Auth0 needs a namespaced one)",
+        ),
+        var(
+            "ECOSIRE_OIDC_SERVICE_ACCOUNTS",
+            Unset,
+            "billing-sync=billing@example.com:read-write",
+            "client-credentials callers: SUBJECT=EMAIL:SCOPE, comma-separated; a provider token whose sub (or client_id) is SUBJECT acts as that local user with that API-key scope",
         ),
         var(
             "ECOSIRE_WEBHOOK_ALLOW_PRIVATE",
@@ -736,6 +877,67 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok((format, filter))
     }
 
+    /// `ECOSIRE_OIDC_*`: every one is read; the issuer switches the feature on, and the others
+    /// are then checked.
+    fn oidc(&self) -> Result<Option<OidcConfig>, ConfigError> {
+        let issuer = self.parse("ECOSIRE_OIDC_ISSUER", |v| {
+            match url::Url::parse(v) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
+                    Ok(v.to_string())
+                }
+                _ => Err(format!(
+                    "expected the provider's issuer URL such as https://auth.example.com/application/o/ecosire/, got '{v}'"
+                )),
+            }
+        })?;
+        let client_id = self
+            .get("ECOSIRE_OIDC_CLIENT_ID")
+            .map(|v| v.trim().to_string());
+        let client_secret = self.get("ECOSIRE_OIDC_CLIENT_SECRET");
+        let audience = self
+            .get("ECOSIRE_OIDC_AUDIENCE")
+            .map(|v| v.trim().to_string());
+        let admin_group = self
+            .get("ECOSIRE_OIDC_ADMIN_GROUP")
+            .map(|v| v.trim().to_string());
+        let label = self.get("ECOSIRE_OIDC_LABEL").map(|v| v.trim().to_string());
+        let scopes = self.get("ECOSIRE_OIDC_SCOPES");
+        let groups_claim = self
+            .get("ECOSIRE_OIDC_GROUPS_CLAIM")
+            .map(|v| v.trim().to_string());
+        let service_accounts =
+            self.parse("ECOSIRE_OIDC_SERVICE_ACCOUNTS", parse_service_accounts)?;
+        let Some(issuer) = issuer else {
+            return Ok(None);
+        };
+        let client_id = client_id.ok_or_else(|| {
+            err(
+                "ECOSIRE_OIDC_CLIENT_ID",
+                "required with ECOSIRE_OIDC_ISSUER: this server's client id at the provider",
+            )
+        })?;
+        let mut o = OidcConfig::new(&issuer, &client_id, client_secret.as_deref());
+        if let Some(a) = audience {
+            o.audience = a;
+        }
+        o.admin_group = admin_group;
+        if let Some(l) = label {
+            o.label = l;
+        }
+        if let Some(s) = scopes {
+            let mut scopes = list(&s.replace(' ', ","));
+            if !scopes.iter().any(|s| s == "openid") {
+                scopes.insert(0, "openid".into());
+            }
+            o.scopes = scopes;
+        }
+        if let Some(g) = groups_claim {
+            o.groups_claim = g;
+        }
+        o.service_accounts = service_accounts.unwrap_or_default();
+        Ok(Some(o))
+    }
+
     /// The whole configuration; every variable of [`variables`] is read and checked.
     pub fn config(&self) -> Result<Config, ConfigError> {
         let mut c = Config::default();
@@ -874,6 +1076,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         })? {
             c.stripe_api_base = base;
         }
+        c.oidc = self.oidc()?;
         c.webhook_allow_private = self
             .bool("ECOSIRE_WEBHOOK_ALLOW_PRIVATE")?
             .unwrap_or(c.webhook_allow_private);
@@ -930,6 +1133,39 @@ fn parse_redis_url(v: &str) -> Result<String, String> {
                 redact_url(v)
             )
         })
+}
+
+/// `billing-sync=billing@example.com:read-write,…`: service accounts by token subject.
+fn parse_service_accounts(v: &str) -> Result<Vec<ServiceAccount>, String> {
+    list(v)
+        .iter()
+        .map(|item| {
+            let shape = || format!("expected SUBJECT=EMAIL:SCOPE, got '{item}'");
+            let (subject, rest) = item.split_once('=').ok_or_else(shape)?;
+            let (email, scope) = rest.rsplit_once(':').ok_or_else(shape)?;
+            let email = crate::http::checks::normalize_email(email)
+                .ok_or_else(|| format!("'{email}' is not a valid email address"))?;
+            let scope = match scope.trim() {
+                "read-only" => crate::auth::Scope::ReadOnly,
+                "read-write" => crate::auth::Scope::ReadWrite,
+                "admin" => crate::auth::Scope::Admin,
+                other => {
+                    return Err(format!(
+                        "scope '{other}': expected read-only, read-write or admin"
+                    ));
+                }
+            };
+            let subject = subject.trim();
+            if subject.is_empty() {
+                return Err(shape());
+            }
+            Ok(ServiceAccount {
+                subject: subject.to_string(),
+                email,
+                scope,
+            })
+        })
+        .collect()
 }
 
 /// `free=1000,pro=unlimited`: daily calls per plan; `0` or `unlimited` means no quota.
@@ -1120,6 +1356,52 @@ mod tests {
         }
         let e = from(&[("ECOSIRE_REDIS_PREFIX", "a b")]).unwrap_err();
         assert_eq!(e.var, "ECOSIRE_REDIS_PREFIX");
+    }
+
+    #[test]
+    fn oidc_is_switched_on_by_the_issuer_and_its_secret_never_shown() {
+        assert!(
+            from(&[("ECOSIRE_OIDC_LABEL", "Authentik")])
+                .unwrap()
+                .oidc
+                .is_none()
+        );
+        let e = from(&[("ECOSIRE_OIDC_ISSUER", "https://auth.example.com/o/")]).unwrap_err();
+        assert_eq!(e.var, "ECOSIRE_OIDC_CLIENT_ID");
+        let e = from(&[("ECOSIRE_OIDC_ISSUER", "auth.example.com")]).unwrap_err();
+        assert_eq!(e.var, "ECOSIRE_OIDC_ISSUER");
+        let c = from(&[
+            ("ECOSIRE_OIDC_ISSUER", "https://auth.example.com/o/"),
+            ("ECOSIRE_OIDC_CLIENT_ID", "ecosire"),
+            ("ECOSIRE_OIDC_CLIENT_SECRET", "s3cret-client"),
+            ("ECOSIRE_OIDC_SCOPES", "email profile groups"),
+            (
+                "ECOSIRE_OIDC_SERVICE_ACCOUNTS",
+                "sync=Sync@Example.com:read-write, ops=ops@example.com:admin",
+            ),
+        ])
+        .unwrap();
+        let o = c.oidc.as_ref().unwrap();
+        assert_eq!(
+            o.audience, "ecosire",
+            "the audience defaults to the client id"
+        );
+        assert_eq!(o.scopes, ["openid", "email", "profile", "groups"]);
+        assert_eq!(o.label, "SSO");
+        assert_eq!(
+            o.service_accounts[0],
+            ServiceAccount {
+                subject: "sync".into(),
+                email: "sync@example.com".into(),
+                scope: crate::auth::Scope::ReadWrite
+            }
+        );
+        assert_eq!(o.service_accounts[1].scope, crate::auth::Scope::Admin);
+        assert!(!format!("{c:?}").contains("s3cret-client"), "{c:?}");
+        for bad in ["sync", "sync=a@b.io", "sync=a@b.io:owner", "=a@b.io:admin"] {
+            let e = from(&[("ECOSIRE_OIDC_SERVICE_ACCOUNTS", bad)]).unwrap_err();
+            assert_eq!(e.var, "ECOSIRE_OIDC_SERVICE_ACCOUNTS", "{bad}");
+        }
     }
 
     #[test]

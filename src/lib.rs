@@ -30,6 +30,9 @@
 //! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.
 //! - `events`: the transactional outbox, webhook endpoints, the dispatcher and the catalog.
 //! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).
+//! - `oidc`: sign-in through an OpenID provider: discovery and the provider's keys, the browser
+//!   code flow, provider access tokens as bearer credentials, and the link from (issuer, subject)
+//!   to a local account (with roles from the provider's groups).
 //! - `dashboard`: the pages served by the binary (askama templates in `src/templates/dashboard`,
 //!   one script and stylesheet in `src/assets`), reading through the API's handlers.
 //! - `ops`: health and readiness, the audit log, metrics, the OpenAPI document.
@@ -56,6 +59,7 @@ pub mod licensing;
 pub mod logging;
 pub mod mail;
 pub mod modules;
+pub mod oidc;
 pub mod ops;
 pub mod server;
 pub mod state;

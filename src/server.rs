@@ -28,6 +28,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::ops::openapi::ApiDoc::openapi())
         .merge(crate::licensing::router())
         .merge(crate::accounts::router())
+        .merge(crate::oidc::signin::router())
         .merge(crate::billing::router())
         .merge(crate::events::router())
         .merge(crate::modules::router())
@@ -68,7 +69,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole application as a `Router`, for `serve` and for in-process tests.
 pub fn app(state: AppState) -> Router {
     crate::ops::metrics::handle();
-    let (router, api) = api_router_and_spec();
+    let (router, mut api) = api_router_and_spec();
+    if let Some(o) = &state.config.oidc {
+        crate::ops::openapi::add_provider(&mut api, &o.issuer);
+    }
     router
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", api))
         .merge(crate::dashboard::router())
@@ -146,6 +150,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     // Rendered answers get a fixed budget beside the snapshots: enough for every hot license.
     let licenses = LicenseCache::new(config.license_cache_capacity as u64, 64 << 20);
     let mail = crate::mail::Mailer::from_config(&config)?;
+    let oidc = match &config.oidc {
+        Some(o) => Some(crate::oidc::start(o, &config.public_base()).await),
+        None => None,
+    };
     let state = AppState::new(App {
         config,
         db,
@@ -157,6 +165,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         http,
         hasher,
         mail,
+        oidc,
     });
     state.events.refresh(&state.db).await?;
     crate::events::endpoints::ensure_configured_endpoint(&state).await?;
@@ -264,6 +273,12 @@ pub fn spawn_background(
         stop.clone(),
     )));
     tasks.push(tokio::spawn(crate::mail::run(state.clone(), stop.clone())));
+    if let Some(provider) = state.oidc.clone().filter(|p| !p.is_ready()) {
+        tasks.push(tokio::spawn(crate::oidc::keep_discovering(
+            provider,
+            stop.clone(),
+        )));
+    }
     if let Some(rx) = state.events.take_validated_receiver() {
         tasks.push(tokio::spawn(crate::events::run_validated_writer(
             state.db.clone(),

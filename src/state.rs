@@ -29,6 +29,9 @@ pub struct App {
     pub hasher: crate::accounts::passwords::Hasher,
     /// Outgoing mail: the transport (SMTP or `.eml` files), the sender, the worker's bell.
     pub mail: crate::mail::Mailer,
+    /// The OpenID provider (`ECOSIRE_OIDC_ISSUER`), discovered or still being retried; `None`
+    /// when none is configured.
+    pub oidc: Option<std::sync::Arc<crate::oidc::Provider>>,
 }
 
 #[derive(Clone)]

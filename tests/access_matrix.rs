@@ -46,6 +46,9 @@ const POLICIES: &[(&str, Policy)] = &[
     ("GET /api/products/{id}", Public),
     ("POST /api/auth/register", Public),
     ("POST /api/auth/login", Public),
+    // Browser navigations of the sign-in through an identity provider (404 without one).
+    ("GET /api/auth/oidc/login", Public),
+    ("GET /api/auth/oidc/callback", Public),
     ("GET /", Public),
     ("GET /api/health", Public),
     ("GET /metrics", Public),

@@ -73,7 +73,7 @@ pub struct LoginResponse {
     pub user: LoginUser,
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
+pub(crate) fn session_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
     let secure = if state.config.cookie_secure {
         "; Secure"
     } else {

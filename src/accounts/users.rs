@@ -470,6 +470,7 @@ pub async fn delete_user(
         "DELETE FROM sessions WHERE user_id = $1",
         "DELETE FROM account_tokens WHERE user_id = $1",
         "DELETE FROM mail_outbox WHERE user_id = $1",
+        "DELETE FROM oidc_identities WHERE user_id = $1",
     ] {
         sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
     }

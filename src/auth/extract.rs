@@ -22,6 +22,13 @@ pub enum Credential {
         scope: Scope,
         environment: Environment,
     },
+    /// An access token from the configured OpenID provider: a person's (`scope: None`, as a
+    /// session), or a service account's (bounded by its configured scope, as an API key).
+    /// `subject` is the SHA-256 of issuer and subject: the rate-limit bucket's name.
+    Provider {
+        subject: String,
+        scope: Option<Scope>,
+    },
 }
 
 /// An authenticated caller.
@@ -40,47 +47,44 @@ impl Principal {
     /// an admin's `admin`-scoped key, and their `read-only` key for reads; a `read-write` key never.
     pub fn is_admin(&self, method: &Method) -> bool {
         self.role == Role::Admin
-            && match &self.credential {
-                Credential::Session { .. } => true,
-                Credential::ApiKey {
-                    scope: Scope::Admin,
-                    ..
-                } => true,
-                Credential::ApiKey {
-                    scope: Scope::ReadOnly,
-                    ..
-                } => is_read(method),
-                Credential::ApiKey {
-                    scope: Scope::ReadWrite,
-                    ..
-                } => false,
+            && match self.key_scope() {
+                None | Some(Scope::Admin) => true,
+                Some(Scope::ReadOnly) => is_read(method),
+                Some(Scope::ReadWrite) => false,
             }
+    }
+    /// The scope that bounds this caller like an API key's (a key, a service account's provider
+    /// token); `None` for a person signed in (a session, a person's provider token).
+    pub fn key_scope(&self) -> Option<Scope> {
+        match &self.credential {
+            Credential::Session { .. } => None,
+            Credential::ApiKey { scope, .. } => Some(*scope),
+            Credential::Provider { scope, .. } => *scope,
+        }
     }
     /// May this caller use the API-key endpoints with `method`? A session or an admin-scoped key
     /// may do anything there; any other key may read (API.md: a read-only key makes any GET its
     /// owner may make, and listings show no secret), never change.
     pub fn may_manage_keys(&self, method: &Method) -> bool {
-        match &self.credential {
-            Credential::Session { .. }
-            | Credential::ApiKey {
-                scope: Scope::Admin,
-                ..
-            } => true,
-            Credential::ApiKey { .. } => is_read(method),
+        match self.key_scope() {
+            None | Some(Scope::Admin) => true,
+            Some(_) => is_read(method),
         }
     }
     /// Sees every customer's objects on shared endpoints (licenses, orders, keys).
     pub fn sees_all(&self) -> bool {
         self.role == Role::Admin
     }
-    /// The stored digest of the login session behind this request, if it came with one.
+    /// Whether this request came with one of our login sessions (a provider's token is not one:
+    /// changing the password here needs a session here).
     pub fn is_session(&self, _method: &Method) -> bool {
         self.session_digest().is_some()
     }
+    /// The stored digest of the login session behind this request, if it came with one.
     pub fn session_digest(&self) -> Option<&str> {
         match &self.credential {
             Credential::Session { digest } => Some(digest),
-            Credential::ApiKey { .. } => None,
+            Credential::ApiKey { .. } | Credential::Provider { .. } => None,
         }
     }
     /// May this caller see an object owned by `owner`? Admins see everything.
@@ -157,7 +161,14 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principa
         }));
     }
     let Some(session) = credentials::check_session(state, token).await? else {
-        return Err(Error::Unauthenticated);
+        // Not one of our sessions: perhaps the identity provider's access token (never from the
+        // cookie, which only we set).
+        return match (&state.oidc, from_cookie) {
+            (Some(provider), false) => crate::oidc::bearer::authenticate(state, provider, token)
+                .await
+                .map(Some),
+            _ => Err(Error::Unauthenticated),
+        };
     };
     if from_cookie && !csrf_ok(parts, state) {
         return Err(Error::forbidden(
@@ -242,6 +253,7 @@ pub async fn charge(
             let bucket_key = match &p.credential {
                 Credential::ApiKey { id, .. } => format!("key:{id}"),
                 Credential::Session { digest } => format!("session:{digest}"),
+                Credential::Provider { subject, .. } => format!("oidc:{subject}"),
             };
             state
                 .limits
@@ -291,14 +303,7 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(slot) = parts.extensions.get::<super::accounting::AuthSlot>() {
             let _ = slot.0.set(p.clone());
         }
-        if matches!(
-            p.credential,
-            Credential::ApiKey {
-                scope: Scope::ReadOnly,
-                ..
-            }
-        ) && !is_read(&parts.method)
-        {
+        if p.key_scope() == Some(Scope::ReadOnly) && !is_read(&parts.method) {
             return Err(Error::forbidden(
                 "FORBIDDEN",
                 "A read-only API key cannot change anything",

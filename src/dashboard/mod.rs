@@ -14,6 +14,8 @@ mod chart;
 mod pages;
 mod portal;
 
+pub(crate) use pages::local_path;
+
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;

@@ -93,23 +93,65 @@ pub fn render(t: impl Template) -> Response {
 struct Login {
     f: Frame,
     next: String,
+    /// "Sign in with {label}", when an identity provider is configured.
+    oidc_label: Option<String>,
+    /// Where that button goes (with `next`).
+    oidc_href: String,
+    /// Why the last sign-in through the provider failed, in words.
+    oidc_error: Option<&'static str>,
 }
 
 #[derive(Deserialize)]
 pub struct Next {
     next: Option<String>,
+    oidc_error: Option<String>,
+}
+
+/// The words for a failed sign-in through the provider (`?oidc_error=` from the callback).
+fn oidc_error_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "state" => "That sign-in expired or was started in another browser. Please try again.",
+        "denied" => "The identity provider did not sign you in.",
+        "unavailable" => {
+            "The identity provider cannot be reached right now. Sign in with your password, or try again later."
+        }
+        "provider" => "The identity provider refused the sign-in. Please try again.",
+        "token" => "The identity provider's answer could not be verified. Please try again.",
+        "email_taken" => {
+            "An account with this email address already exists here, and the address is not confirmed on both sides, so it cannot be joined to your identity provider account. Sign in with your password and confirm your address (or ask an administrator), then try again."
+        }
+        "email_missing" => {
+            "The identity provider did not share your email address. Ask its administrator to release the email scope to this application."
+        }
+        "disabled" => "This account is disabled; ask an administrator.",
+        _ => return None,
+    })
 }
 
 /// Only a path on this site: `next` must not send anyone elsewhere after signing in.
-fn local_path(next: Option<String>) -> String {
+pub(crate) fn local_path(next: Option<String>) -> String {
     next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
         .unwrap_or_else(|| "/dashboard".into())
 }
 
-pub async fn login(_rate: Public, Query(q): Query<Next>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    _rate: Public,
+    Query(q): Query<Next>,
+) -> Response {
+    let next = local_path(q.next);
+    let oidc_href = format!(
+        "/api/auth/oidc/login?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", &next)
+            .finish()
+    );
     render(Login {
         f: Frame::public(),
-        next: local_path(q.next),
+        next,
+        oidc_label: state.config.oidc.as_ref().map(|o| o.label.clone()),
+        oidc_href,
+        oidc_error: q.oidc_error.as_deref().and_then(oidc_error_text),
     })
 }
 

@@ -59,6 +59,45 @@ impl Modify for Security {
     }
 }
 
+/// Adds the `openIdConnect` security scheme (the provider's discovery document) beside `bearer`
+/// on every operation that takes credentials: a provider-issued JWT access token is accepted
+/// wherever a session JWT is. Only the served document of a server with `ECOSIRE_OIDC_ISSUER`
+/// has it, since the scheme must name the provider.
+pub fn add_provider(api: &mut utoipa::openapi::OpenApi, issuer: &str) {
+    use utoipa::openapi::security::{OpenIdConnect, SecurityRequirement};
+    let discovery = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "openIdConnect",
+            SecurityScheme::OpenIdConnect(OpenIdConnect::with_description(
+                discovery,
+                "An access token (JWT) from the configured OpenID provider, sent as Authorization: Bearer; see docs/oidc.md".to_string(),
+            )),
+        );
+    for item in api.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(security) = op.security.as_mut()
+                && !security.is_empty()
+            {
+                security.push(SecurityRequirement::new::<_, _, &str>("openIdConnect", []));
+            }
+        }
+    }
+}
+
 /// Completes the generated document with what every operation can answer but few handlers spell
 /// out: errors as `application/problem+json`, 429 and 500 everywhere, 400/413/415/422 where a
 /// body is read, 401/403 where credentials are required, 404 where the path names an object.

@@ -201,6 +201,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/oidc/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The provider's answer to a sign-in (a browser navigation).
+         * @description Answers 303: to the page the sign-in started from, with the session cookie set, or to
+         *     `/login?oidc_error=CODE` (`state`, `denied`, `unavailable`, `provider`, `token`,
+         *     `email_taken`, `email_missing`, `disabled`). 404 when no provider is configured.
+         */
+        get: operations["oidc_callback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/oidc/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Starts a sign-in through the identity provider (a browser navigation).
+         * @description Answers 303 to the provider's authorization endpoint, or to `/login?oidc_error=unavailable`
+         *     while the provider cannot be reached. 404 when no provider is configured.
+         */
+        get: operations["oidc_login"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/password": {
         parameters: {
             query?: never;
@@ -4186,6 +4229,270 @@ export interface operations {
                      *       "statusCode": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://docs.ecosire.com/errors/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    oidc_callback: {
+        parameters: {
+            query?: {
+                code?: string | null;
+                state?: string | null;
+                /** @description Set by the provider when it did not sign the person in (e.g. `access_denied`). */
+                error?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed in (session cookie set), or back to /login with oidc_error */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND: no identity provider is configured */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    oidc_login: {
+        parameters: {
+            query?: {
+                /** @description A path on this site to return to after signing in (default `/dashboard`). */
+                next?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the provider's sign-in (or back to /login with oidc_error) */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND: no identity provider is configured */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
