@@ -14,6 +14,7 @@ export type Product = S['Product'];
 export type User = S['User'];
 export type ApiKey = S['ApiKey'];
 export type CreatedApiKey = S['CreatedApiKey'];
+export type KeyUsage = S['KeyUsage'];
 export type WebhookEndpoint = S['WebhookEndpoint'];
 export type Delivery = S['Delivery'];
 export type Notice = S['Notice'];
@@ -292,6 +293,11 @@ export class ApiKeys extends Namespace {
   /** A new key; the old one keeps working for the server's grace period. */
   rotate(id: string, o?: O): Promise<CreatedApiKey> {
     return this.t.call('post', '/api/api-keys/{id}/rotate', { params: { id } }, o);
+  }
+  /** Requests and errors per UTC day, oldest first, every day of the window (`days` 1–90,
+   * default 30). */
+  usage(id: string, query?: { days?: number }, o?: O): Promise<KeyUsage> {
+    return this.t.call('get', '/api/api-keys/{id}/usage', { params: { id }, query }, o);
   }
 }
 

@@ -36,6 +36,10 @@ test('an API key authenticates like a session', async () => {
   assert.equal((await byKey.auth.me()).user.email, ADMIN_EMAIL);
   // read-only: writes are refused.
   await assert.rejects(byKey.products.create({ name: 'x', slug: unique('ro') }), { status: 403, code: 'FORBIDDEN' });
+  // Its use per day: today holds the two requests (one refused).
+  const usage = await admin.apiKeys.usage(created.id, { days: 7 });
+  assert.equal(usage.data.length, 7);
+  assert.deepEqual([usage.data[6].requests, usage.data[6].errors], [2, 1]);
   await admin.apiKeys.revoke(created.id);
   await assert.rejects(byKey.auth.me(), { status: 401 });
 });
@@ -239,7 +243,7 @@ test('every operation of the served OpenAPI document has a client method', async
       if (item[method]) documented.add(`${method.toUpperCase()} ${path}`);
     }
   }
-  // GET / only redirects a browser to the docs: nothing for a client to call.
+  // GET / only redirects a browser to the dashboard: nothing for a client to call.
   documented.delete('GET /');
   // Nor the sign-in through an identity provider: browser navigations that end in a redirect.
   documented.delete('GET /api/auth/oidc/login');
