@@ -31,6 +31,8 @@ pub(crate) enum Failure {
         status: u16,
         code: String,
         detail: String,
+        /// `Retry-After` as sent (not capped: a churn budget can be spent for weeks).
+        retry_after: Option<Duration>,
     },
     /// No usable answer.
     Failed(OfflineReason),
@@ -53,7 +55,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| Failure::Failed(transport(&e)))?;
     let status = res.status().as_u16();
-    let retry_after = retry_after(res.headers(), now);
+    let retry_after = requested_wait(res.headers(), now);
     let body = res
         .bytes()
         .await
@@ -66,7 +68,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: Vec<u8>) -> Result
         200..=299 => return Ok(body),
         429 | 500..=599 => Failure::Busy {
             status,
-            retry_after,
+            retry_after: retry_after.map(|d| d.min(MAX_BACKOFF)),
         },
         // Only a problem document with a `code` is the server refusing the request; any other
         // page (a captive portal's login, a proxy's error) is not an answer from it at all.
@@ -75,6 +77,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: Vec<u8>) -> Result
                 status,
                 code: p.code,
                 detail: p.detail,
+                retry_after,
             },
             Err(_) => Failure::Failed(OfflineReason::UnexpectedAnswer(format!(
                 "HTTP {status} without a problem document"
@@ -105,15 +108,19 @@ fn transport(e: &reqwest::Error) -> OfflineReason {
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), capped at `MAX_BACKOFF`.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    requested_wait(headers, now).map(|d| d.min(MAX_BACKOFF))
+}
+
+/// `Retry-After` as the server sent it.
+fn requested_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match v.parse::<u64>() {
+    Some(match v.parse::<u64>() {
         Ok(s) => Duration::from_secs(s),
         Err(_) => httpdate::parse_http_date(v)
             .ok()?
             .duration_since(now)
             .unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_BACKOFF))
+    })
 }
 
 /// How long to leave the server alone after a 429/5xx: what it asked for, else a minute for 429
