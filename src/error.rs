@@ -442,7 +442,7 @@ fn churn_limit(message: String, retry_at_ms: i64) -> Response {
             request_id::current(),
         )
     };
-    let wait_s = (retry_at_ms - crate::timestamp::now_ms()).max(0).div_ceil(1000);
+    let wait_s = ((retry_at_ms - crate::timestamp::now_ms()).max(0) as u64).div_ceil(1000);
     let mut res = (status, axum::Json(body)).into_response();
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
