@@ -364,3 +364,67 @@ async fn air_gapped_round_trip_with_the_binary_and_the_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The portal: the owner's license page carries the upload/download forms and the churn budget.
+// ---------------------------------------------------------------------------------------------
+
+async fn page(app: &TestApp, path: &str, session: &str) -> common::TestResponse {
+    app.send(
+        axum::http::Request::get(path)
+            .header("cookie", format!("ecosire_auth={session}"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_license_page_offers_offline_activation_and_shows_the_churn_budget() {
+    let app = TestApp::new().await;
+    let (uid, _) = app.customer("ann@example.com").await;
+    let p = app
+        .product(json!({"offline_activation": true, "max_deactivations_per_30d": 2}))
+        .await;
+    let l = app
+        .license(p["id"].as_str().unwrap(), json!({"user_id": uid}))
+        .await;
+    let (id, key) = (s(&l["id"]), s(&l["key"]));
+    let r = activate_offline(&app, &request(&device(1), &key, "lab-pc", "n", now_s())).await;
+    r.expect(201);
+    app.activate(&key, "laptop").await.expect(201);
+    app.post(
+        "/api/licenses/deactivate",
+        json!({"key": key, "fingerprint": "laptop"}),
+        None,
+    )
+    .await
+    .expect(204);
+
+    let session = app.login("ann@example.com", "customer-pass-1").await;
+    let r = page(&app, &format!("/dashboard/licenses/{id}"), &session).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    // Upload a request, download the license file; upload a proof: forms sent to the API.
+    assert!(r.text.contains(r#"data-api="/api/licenses/offline-activations""#));
+    assert!(r.text.contains(r#"data-result="license_file""#));
+    assert!(r.text.contains(r#"data-download="#license-file""#));
+    assert!(r.text.contains(r#"data-api="/api/licenses/offline-deactivations""#));
+    assert!(r.text.contains(r#"data-file-into="#offline-request""#));
+    assert!(!r.text.contains("<script>"), "no inline script");
+    // The offline device is listed with its lease; the budget is shown; no reset for an owner.
+    assert!(r.text.contains("lab-pc"));
+    assert!(r.text.contains("1 of 2 deactivations used in the last 30 days"));
+    assert!(!r.text.contains("/churn/reset"));
+    // The admin's view of the same page can reset the count.
+    let r = page(&app, &format!("/dashboard/licenses/{id}"), &app.admin_token).await;
+    assert!(r.text.contains(&format!(r#"data-api="/api/licenses/{id}/churn/reset""#)));
+
+    // A product without offline activation shows no such forms.
+    let plain = app.product(json!({})).await;
+    let l2 = app
+        .license(plain["id"].as_str().unwrap(), json!({"user_id": uid}))
+        .await;
+    let r = page(&app, &format!("/dashboard/licenses/{}", s(&l2["id"])), &session).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(!r.text.contains("offline-activations"));
+}
