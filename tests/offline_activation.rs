@@ -407,9 +407,9 @@ async fn the_license_page_offers_offline_activation_and_shows_the_churn_budget()
     // Upload a request, download the license file; upload a proof: forms sent to the API.
     assert!(r.text.contains(r#"data-api="/api/licenses/offline-activations""#));
     assert!(r.text.contains(r#"data-result="license_file""#));
-    assert!(r.text.contains(r#"data-download="#license-file""#));
+    assert!(r.text.contains(r##"data-download="#license-file""##));
     assert!(r.text.contains(r#"data-api="/api/licenses/offline-deactivations""#));
-    assert!(r.text.contains(r#"data-file-into="#offline-request""#));
+    assert!(r.text.contains(r##"data-file-into="#offline-request""##));
     assert!(!r.text.contains("<script>"), "no inline script");
     // The offline device is listed with its lease; the budget is shown; no reset for an owner.
     assert!(r.text.contains("lab-pc"));

@@ -55,7 +55,7 @@ pub(crate) async fn send(
         .await
         .map_err(|e| Failure::Failed(transport(&e)))?;
     let status = res.status().as_u16();
-    let retry_after = requested_wait(res.headers(), now);
+    let retry_after = retry_after(res.headers(), now);
     let body = res
         .bytes()
         .await
@@ -106,13 +106,10 @@ fn transport(e: &reqwest::Error) -> OfflineReason {
     OfflineReason::Unreachable(text)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), capped at `MAX_BACKOFF`.
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), as the server sent it:
+/// `classify` caps what a busy server asks for at `MAX_BACKOFF`, not what a refusal says (a
+/// churn budget can be spent for weeks).
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    requested_wait(headers, now).map(|d| d.min(MAX_BACKOFF))
-}
-
-/// `Retry-After` as the server sent it.
-fn requested_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     Some(match v.parse::<u64>() {
         Ok(s) => Duration::from_secs(s),
@@ -183,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+    fn retry_after_reads_seconds_and_dates_and_busy_waits_are_capped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
             retry_after(&headers("42"), now),
@@ -196,7 +193,15 @@ mod tests {
         );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers("999999999"), now), Some(MAX_BACKOFF));
+        assert_eq!(
+            retry_after(&headers("999999999"), now),
+            Some(Duration::from_secs(999_999_999))
+        );
+        // A busy server's wait is capped; a refusal's is passed on as sent.
+        assert!(matches!(
+            classify(503, Some(Duration::from_secs(999_999_999)), vec![]),
+            Err(Failure::Busy { retry_after: Some(MAX_BACKOFF), .. })
+        ));
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
