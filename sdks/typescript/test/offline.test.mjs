@@ -56,7 +56,7 @@ test('air-gapped round trip: request, license file, offline check, proof, seat f
   assert.deepEqual(listed.data.map((a) => a.fingerprint), ['air-gapped-ts']);
 
   // A proof signed by another device's key frees nothing; the right one frees the seat.
-  const forged = await createDeactivationProof(other.state, answer.license_file);
+  const forged = await createDeactivationProof({ ...other.state, fingerprint: state.fingerprint }, answer.license_file);
   await assert.rejects(anonymous.licenses.deactivateOffline({ proof: forged }), { status: 422, code: 'VALIDATION_FAILED' });
   const proof = await createDeactivationProof(state, answer.license_file);
   await anonymous.licenses.deactivateOffline({ proof });
