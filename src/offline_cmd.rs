@@ -95,7 +95,11 @@ fn load_device_key(path: &Path) -> anyhow::Result<SigningKey> {
 }
 
 /// Posts `body` to `path` on `server`: the answer's JSON, or the problem's message as the error.
-async fn post(server: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn post(
+    server: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let res = reqwest::Client::new()
         .post(&url)
@@ -111,14 +115,24 @@ async fn post(server: &str, path: &str, body: serde_json::Value) -> anyhow::Resu
             .as_array()
             .into_iter()
             .flatten()
-            .map(|d| format!("{}: {}", d["field"].as_str().unwrap_or(""), d["message"].as_str().unwrap_or("")))
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["field"].as_str().unwrap_or(""),
+                    d["message"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         anyhow::bail!(
             "{} {}: {}{}",
             status.as_u16(),
             json["code"].as_str().unwrap_or("error"),
             json["message"].as_str().unwrap_or(&text),
-            if details.is_empty() { String::new() } else { format!(" ({})", details.join("; ")) }
+            if details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", details.join("; "))
+            }
         );
     }
     Ok(json)

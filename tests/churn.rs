@@ -94,9 +94,7 @@ async fn the_budget_refuses_the_next_deactivation_until_the_oldest_leaves_the_wi
         "Retry-After {retry_after}, expected ≈{expected_s}"
     );
     // Refused means nothing changed: the seat is still held, the device still validates.
-    let v = app
-        .validate(json!({"key": key, "fingerprint": "b"}))
-        .await;
+    let v = app.validate(json!({"key": key, "fingerprint": "b"})).await;
     assert_eq!(v["code"], "VALID");
     let c = churn(&app, &id).await;
     assert_eq!(c["deactivations_30d"], 2);
@@ -170,9 +168,13 @@ async fn owners_count_admins_and_the_reaper_do_not_and_an_admin_reset_is_audited
         .await
         .expect_problem(409, "CHURN_LIMIT_REACHED");
     // The owner cannot reset it; an admin can, and the reset is in the audit log.
-    app.post(&format!("/api/licenses/{id}/churn/reset"), json!({}), Some(&owner))
-        .await
-        .expect_problem(403, "FORBIDDEN");
+    app.post(
+        &format!("/api/licenses/{id}/churn/reset"),
+        json!({}),
+        Some(&owner),
+    )
+    .await
+    .expect_problem(403, "FORBIDDEN");
     let reset = app
         .admin_post(&format!("/api/licenses/{id}/churn/reset"), json!({}))
         .await;
@@ -212,7 +214,9 @@ async fn concurrent_deactivations_at_the_budget_edge_cannot_all_pass() {
     const BUDGET: usize = 3;
     let (id, key, _) = setup(&app, N as i64, Some(BUDGET as i64)).await;
     for i in 0..N {
-        app.activate(&key, &format!("device-{i:02}")).await.expect(201);
+        app.activate(&key, &format!("device-{i:02}"))
+            .await
+            .expect(201);
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(N));
     let mut tasks = Vec::with_capacity(N);
@@ -271,7 +275,10 @@ async fn the_budget_is_a_product_term_checked_like_the_others() {
             json!({"max_deactivations_per_30d": null}),
         )
         .await;
-    assert_eq!(patched.expect(200)["max_deactivations_per_30d"], Value::Null);
+    assert_eq!(
+        patched.expect(200)["max_deactivations_per_30d"],
+        Value::Null
+    );
     let patched = app
         .admin_patch(
             &format!("/api/products/{id}"),

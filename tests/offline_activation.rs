@@ -85,7 +85,10 @@ async fn a_request_becomes_a_license_file_bound_to_the_device_and_takes_a_seat()
     assert_eq!(claims.token.aud, "ecosire:license");
     assert_eq!(claims.token.fingerprint.as_deref(), Some("lab-pc"));
     assert_eq!(claims.token.nonce.as_deref(), Some("n-1"));
-    assert_eq!(claims.cnf.jkt, ecosire::jws::thumbprint(&dev.verifying_key()));
+    assert_eq!(
+        claims.cnf.jkt,
+        ecosire::jws::thumbprint(&dev.verifying_key())
+    );
     // The lease is the product's offline activation lease, not its 7-day token lease.
     assert!((claims.token.exp - (now_s() + 60 * DAY_S)).abs() <= 2);
     let until = body["activation"]["offline_until"].as_str().unwrap();
@@ -101,7 +104,9 @@ async fn a_request_becomes_a_license_file_bound_to_the_device_and_takes_a_seat()
     let listed = list.expect(200)["data"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["offline_until"], until);
-    let v = app.validate(json!({"key": key, "fingerprint": "lab-pc"})).await;
+    let v = app
+        .validate(json!({"key": key, "fingerprint": "lab-pc"}))
+        .await;
     assert_eq!(v["code"], "VALID");
     app.activate(&key, "other-pc")
         .await
@@ -161,13 +166,17 @@ async fn only_the_device_key_of_the_activation_can_release_it() {
         .await
         .expect_problem(422, "VALIDATION_FAILED");
     assert_eq!(
-        app.admin_get(&format!("/api/licenses/{id}")).await.expect(200)["activations_count"],
+        app.admin_get(&format!("/api/licenses/{id}"))
+            .await
+            .expect(200)["activations_count"],
         1
     );
     // The current key's proof frees the seat, once.
     release(proof(&second)).await.expect(204);
     assert_eq!(
-        app.admin_get(&format!("/api/licenses/{id}")).await.expect(200)["activations_count"],
+        app.admin_get(&format!("/api/licenses/{id}"))
+            .await
+            .expect(200)["activations_count"],
         0
     );
     release(proof(&second))
@@ -192,9 +201,12 @@ async fn requests_are_refused_when_the_product_forbids_them_or_they_are_forged_o
         .expect_problem(403, "OFFLINE_ACTIVATION_DISABLED");
 
     let (_, key) = setup(&app, 1).await;
-    activate_offline(&app, &request(&dev, "ECOS-00000-00000-00000-00000", "pc", "n", now_s()))
-        .await
-        .expect_problem(404, "LICENSE_NOT_FOUND");
+    activate_offline(
+        &app,
+        &request(&dev, "ECOS-00000-00000-00000-00000", "pc", "n", now_s()),
+    )
+    .await
+    .expect_problem(404, "LICENSE_NOT_FOUND");
     // A payload swapped under another request's signature.
     let good = request(&dev, &key, "pc", "n", now_s());
     let other = request(&dev, &key, "pc-2", "n", now_s());
@@ -301,26 +313,56 @@ async fn air_gapped_round_trip_with_the_binary_and_the_cli() {
     // The offline machine: a device key and a request.
     cli(
         d,
-        &["offline", "request", "--key", &key, "--fingerprint", "air-gapped-1",
-          "--name", "Plant floor", "--device-key", "device.key", "--out", "request.txt"],
+        &[
+            "offline",
+            "request",
+            "--key",
+            &key,
+            "--fingerprint",
+            "air-gapped-1",
+            "--name",
+            "Plant floor",
+            "--device-key",
+            "device.key",
+            "--out",
+            "request.txt",
+        ],
     );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.join("device.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join("device.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // The connected machine: the request in, the license file out.
     cli(
         d,
-        &["offline", "activate", "--server", &server.base, "request.txt", "--out", "license.jws"],
+        &[
+            "offline",
+            "activate",
+            "--server",
+            &server.base,
+            "request.txt",
+            "--out",
+            "license.jws",
+        ],
     );
     let file = std::fs::read_to_string(d.join("license.jws")).unwrap();
     // The seat is taken and the device is in the list.
-    let (_, l) = server.get(&http, &format!("/api/licenses/{id}"), &admin).await;
+    let (_, l) = server
+        .get(&http, &format!("/api/licenses/{id}"), &admin)
+        .await;
     assert_eq!(l["activations_count"], 1);
     let (_, list) = server
-        .post(&http, "/api/licenses/activations", None, &json!({"key": key}))
+        .post(
+            &http,
+            "/api/licenses/activations",
+            None,
+            &json!({"key": key}),
+        )
         .await;
     assert_eq!(list["data"][0]["fingerprint"], "air-gapped-1");
     assert_eq!(list["data"][0]["name"], "Plant floor");
@@ -344,11 +386,24 @@ async fn air_gapped_round_trip_with_the_binary_and_the_cli() {
     // Giving it up: the proof on the offline machine, the release on the connected one.
     cli(
         d,
-        &["offline", "proof", "--license-file", "license.jws", "--device-key", "device.key",
-          "--out", "proof.txt"],
+        &[
+            "offline",
+            "proof",
+            "--license-file",
+            "license.jws",
+            "--device-key",
+            "device.key",
+            "--out",
+            "proof.txt",
+        ],
     );
-    cli(d, &["offline", "release", "--server", &server.base, "proof.txt"]);
-    let (_, l) = server.get(&http, &format!("/api/licenses/{id}"), &admin).await;
+    cli(
+        d,
+        &["offline", "release", "--server", &server.base, "proof.txt"],
+    );
+    let (_, l) = server
+        .get(&http, &format!("/api/licenses/{id}"), &admin)
+        .await;
     assert_eq!(l["activations_count"], 0);
     // A second release of the same proof is refused, with the server's reason.
     let out = Command::new(env!("CARGO_BIN_EXE_ecosire"))
@@ -405,26 +460,43 @@ async fn the_license_page_offers_offline_activation_and_shows_the_churn_budget()
     let r = page(&app, &format!("/dashboard/licenses/{id}"), &session).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text);
     // Upload a request, download the license file; upload a proof: forms sent to the API.
-    assert!(r.text.contains(r#"data-api="/api/licenses/offline-activations""#));
+    assert!(
+        r.text
+            .contains(r#"data-api="/api/licenses/offline-activations""#)
+    );
     assert!(r.text.contains(r#"data-result="license_file""#));
     assert!(r.text.contains(r##"data-download="#license-file""##));
-    assert!(r.text.contains(r#"data-api="/api/licenses/offline-deactivations""#));
+    assert!(
+        r.text
+            .contains(r#"data-api="/api/licenses/offline-deactivations""#)
+    );
     assert!(r.text.contains(r##"data-file-into="#offline-request""##));
     assert!(!r.text.contains("<script>"), "no inline script");
     // The offline device is listed with its lease; the budget is shown; no reset for an owner.
     assert!(r.text.contains("lab-pc"));
-    assert!(r.text.contains("1 of 2 deactivations used in the last 30 days"));
+    assert!(
+        r.text
+            .contains("1 of 2 deactivations used in the last 30 days")
+    );
     assert!(!r.text.contains("/churn/reset"));
     // The admin's view of the same page can reset the count.
     let r = page(&app, &format!("/dashboard/licenses/{id}"), &app.admin_token).await;
-    assert!(r.text.contains(&format!(r#"data-api="/api/licenses/{id}/churn/reset""#)));
+    assert!(
+        r.text
+            .contains(&format!(r#"data-api="/api/licenses/{id}/churn/reset""#))
+    );
 
     // A product without offline activation shows no such forms.
     let plain = app.product(json!({})).await;
     let l2 = app
         .license(plain["id"].as_str().unwrap(), json!({"user_id": uid}))
         .await;
-    let r = page(&app, &format!("/dashboard/licenses/{}", s(&l2["id"])), &session).await;
+    let r = page(
+        &app,
+        &format!("/dashboard/licenses/{}", s(&l2["id"])),
+        &session,
+    )
+    .await;
     assert_eq!(r.status.as_u16(), 200);
     assert!(!r.text.contains("offline-activations"));
 }

@@ -127,7 +127,13 @@ async fn an_air_gapped_client_activates_checks_offline_and_gives_the_seat_back()
     other.request_offline_activation(&s.key).await.unwrap();
     let err = other.import_license_file(&file).await.unwrap_err();
     assert!(
-        matches!(err, Error::TokenRefused(TokenError::Claim { claim: "fingerprint", .. })),
+        matches!(
+            err,
+            Error::TokenRefused(TokenError::Claim {
+                claim: "fingerprint",
+                ..
+            })
+        ),
         "{err:?}"
     );
 
@@ -139,9 +145,16 @@ async fn an_air_gapped_client_activates_checks_offline_and_gives_the_seat_back()
     // From now on a check answers from the license file: the server is never reachable here.
     let status = client.check().await.unwrap();
     match &status {
-        Status::Offline { until, reason, grant } => {
+        Status::Offline {
+            until,
+            reason,
+            grant,
+        } => {
             assert_eq!(*until, grant.expires_at);
-            assert!(matches!(reason, OfflineReason::Unreachable(_)), "{reason:?}");
+            assert!(
+                matches!(reason, OfflineReason::Unreachable(_)),
+                "{reason:?}"
+            );
             assert_eq!(grant.license_id, s.license_id);
         }
         other => panic!("expected Offline, got {other:?}"),

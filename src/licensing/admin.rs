@@ -49,8 +49,7 @@ fn check_terms(
 /// The license object with its key and churn budget, for admins and the owner.
 pub(crate) async fn full_view(state: &AppState, row: &LicenseRow, count: i64) -> Result<License> {
     let key = state.keys.data.open_string(&row.key_sealed, &row.id)?;
-    let churn =
-        super::churn::budget(&state.db.pool, &row.id, &row.product_id, now_ms()).await?;
+    let churn = super::churn::budget(&state.db.pool, &row.id, &row.product_id, now_ms()).await?;
     Ok(License {
         churn: Some(churn),
         ..row.view(count, Some(key))

@@ -147,7 +147,8 @@ pub fn verify_request(text: &str, now_s: i64) -> Result<RequestClaims> {
         return Err(bad("request", "is too long to be an activation request"));
     }
     let text = compact(text);
-    let not_request = "is not an activation request (a compact JWS made by the SDK or `ecosire offline request`)";
+    let not_request =
+        "is not an activation request (a compact JWS made by the SDK or `ecosire offline request`)";
     let claims: RequestClaims = unverified(&text).ok_or_else(|| bad("request", not_request))?;
     let key = device_key(&claims.device_key)
         .ok_or_else(|| bad("request", "device_key is not an Ed25519 public key"))?;
@@ -184,7 +185,9 @@ pub fn verify_request(text: &str, now_s: i64) -> Result<RequestClaims> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OfflineActivationRequest {
     /// The activation request made on the offline machine (a compact JWS; line breaks allowed).
-    #[schema(example = "eyJhbGciOiJFZERTQSIsInR5cCI6ImVjb3NpcmUtYWN0aXZhdGlvbi1yZXF1ZXN0K2p3dCIsImtpZCI6Ii4uLiJ9.eyJrZXkiOiIuLi4ifQ.c2ln")]
+    #[schema(
+        example = "eyJhbGciOiJFZERTQSIsInR5cCI6ImVjb3NpcmUtYWN0aXZhdGlvbi1yZXF1ZXN0K2p3dCIsImtpZCI6Ii4uLiJ9.eyJrZXkiOiIuLi4ifQ.c2ln"
+    )]
     pub request: String,
 }
 
@@ -321,7 +324,8 @@ pub async fn create_offline_deactivation(
         return Err(bad("proof", "is too long to be a deactivation proof"));
     }
     let text = compact(&req.proof);
-    let not_proof = "is not a deactivation proof (a compact JWS made by the SDK or `ecosire offline proof`)";
+    let not_proof =
+        "is not a deactivation proof (a compact JWS made by the SDK or `ecosire offline proof`)";
     let claims: ProofClaims = unverified(&text).ok_or_else(|| bad("proof", not_proof))?;
     let (mut tx, row) = store::lock_license(&state.db, &claims.sub).await?;
     let row = row.ok_or_else(activation_not_found)?;

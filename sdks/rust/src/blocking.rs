@@ -96,8 +96,7 @@ impl LicenseClient {
 
     /// See [`crate::LicenseClient::import_license_file`].
     pub fn import_license_file(&self, file: &str) -> Result<crate::Grant, Error> {
-        self.runtime
-            .block_on(self.client.import_license_file(file))
+        self.runtime.block_on(self.client.import_license_file(file))
     }
 
     /// See [`crate::LicenseClient::deactivation_proof`].

@@ -321,7 +321,11 @@ impl LicenseClient {
         format!("{}{path}", self.inner.base)
     }
 
-    pub(crate) async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, Failure> {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<Vec<u8>, Failure> {
         let req = self.inner.http.post(self.url(path)).json(&body);
         net::send(req, self.now()).await
     }
@@ -503,7 +507,11 @@ impl LicenseClient {
     /// builder's product id, or, when the builder names a slug, against `learnt_product`: the id
     /// a verified online answer named (offline; online the server checks the slug itself and
     /// the nonce binds its answer to this request).
-    pub(crate) fn expected<'a>(&'a self, record: &'a Record, learnt_product: Option<&'a str>) -> Expected<'a> {
+    pub(crate) fn expected<'a>(
+        &'a self,
+        record: &'a Record,
+        learnt_product: Option<&'a str>,
+    ) -> Expected<'a> {
         let product = &self.inner.product;
         Expected {
             issuer: &self.inner.issuer,

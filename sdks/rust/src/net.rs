@@ -200,7 +200,10 @@ mod tests {
         // A busy server's wait is capped; a refusal's is passed on as sent.
         assert!(matches!(
             classify(503, Some(Duration::from_secs(999_999_999)), vec![]),
-            Err(Failure::Busy { retry_after: Some(MAX_BACKOFF), .. })
+            Err(Failure::Busy {
+                retry_after: Some(MAX_BACKOFF),
+                ..
+            })
         ));
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);

@@ -20,8 +20,8 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, Record, owner_only};
-use crate::clock::{from_unix, unix};
 use crate::client::LicenseClient;
+use crate::clock::{from_unix, unix};
 use crate::error::Error;
 use crate::keys::thumbprint;
 use crate::token::{self, Grant};
