@@ -680,12 +680,13 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
     }
     let state = ecosire::build_state(config).await?;
     let shutdown = ecosire::server::shutdown_signal();
-    let login = format!("POST http://{addr}/api/auth/login");
+    // The dashboard's sign-in page for people, the API route for scripts.
+    let login = format!("http://{addr}/login (API: POST http://{addr}/api/auth/login)");
     // Everything that can fail comes before the address is announced: a start that says
     // "listening" has succeeded. So the admin is settled first, and told after.
     let (admin_note, password_note) = match bootstrap_admin(&state).await? {
         Bootstrap::Existing => (
-            format!("log in: {login} with an admin's email and password"),
+            format!("sign in at {login} with an admin's email and password"),
             None,
         ),
         Bootstrap::CreatedConfigured(email) => (
@@ -696,7 +697,7 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
             match store_password(&data_dir, &password)? {
                 Some(path) => (
                     format!(
-                        "first start: created admin {email}; its password is in {} (readable by this user only; delete it after logging in with {login})",
+                        "first start: created admin {email}; its password is in {} (readable by this user only; delete it after signing in at {login})",
                         path.display()
                     ),
                     None,
@@ -704,7 +705,7 @@ async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
                 None => (
                     format!("first start: created admin {email}"),
                     Some(format!(
-                        "admin password: {password}\n  (shown once; log in with {login})"
+                        "admin password: {password}\n  (shown once; sign in at {login})"
                     )),
                 ),
             }

@@ -6,6 +6,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day of `ms` as days since the epoch (how per-day counters are keyed).
+pub fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
 pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

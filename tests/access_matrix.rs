@@ -93,6 +93,7 @@ const POLICIES: &[(&str, Policy)] = &[
     ("GET /api/api-keys/{id}", KeyManagement),
     ("DELETE /api/api-keys/{id}", KeyManagement),
     ("POST /api/api-keys/{id}/rotate", KeyManagement),
+    ("GET /api/api-keys/{id}/usage", KeyManagement),
     // Webhooks: Stripe's are signed; the event catalog is public, endpoints and notices are
     // admin-only.
     ("POST /api/webhooks/stripe", StripeSigned),

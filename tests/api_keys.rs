@@ -521,6 +521,56 @@ async fn usage_counters_count_requests_and_errors() {
     let listed = &list.expect(200)["data"][0];
     assert_eq!(listed["request_count"], 5, "{listed}");
     assert_eq!(listed["error_count"], 2, "{listed}");
+
+    // Per day: the last 30 days, oldest first, today holding what was just counted; an earlier
+    // day lands at its place and the window's edge is honoured.
+    let today = ecosire::timestamp::utc_day(now_ms());
+    sqlx::query("INSERT INTO api_key_daily_usage (api_key_id, day, requests, errors) VALUES ($1, $2, 7, 1), ($1, $3, 9, 0)")
+        .bind(&id)
+        .bind(today - 3)
+        .bind(today - 30)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    let usage = app
+        .get(&format!("/api/api-keys/{id}/usage"), Some(&token))
+        .await;
+    let usage = usage.expect(200);
+    let days = usage["data"].as_array().unwrap();
+    assert_eq!(days.len(), 30, "{usage}");
+    let day = |n: i64| Timestamp(n * 86_400_000).to_rfc3339()[..10].to_string();
+    assert_eq!(
+        days[29],
+        json!({"day": day(today), "requests": 5, "errors": 2})
+    );
+    assert_eq!(
+        days[26],
+        json!({"day": day(today - 3), "requests": 7, "errors": 1})
+    );
+    assert_eq!(
+        days[0],
+        json!({"day": day(today - 29), "requests": 0, "errors": 0})
+    );
+    let total: i64 = days.iter().map(|d| d["requests"].as_i64().unwrap()).sum();
+    assert_eq!(total, 12, "the day 30 days back is outside the window");
+    let longer = app
+        .get(&format!("/api/api-keys/{id}/usage?days=31"), Some(&token))
+        .await;
+    let longer = longer.expect(200);
+    assert_eq!(longer["data"][0]["requests"], 9);
+    for bad in ["0", "91", "x"] {
+        app.get(
+            &format!("/api/api-keys/{id}/usage?days={bad}"),
+            Some(&token),
+        )
+        .await
+        .expect_problem(422, "VALIDATION_FAILED");
+    }
+    // Someone else's key has no usage to show.
+    let (_, other) = app.customer("other-usage@example.com").await;
+    app.get(&format!("/api/api-keys/{id}/usage"), Some(&other))
+        .await
+        .expect_problem(404, "NOT_FOUND");
 }
 
 #[tokio::test]

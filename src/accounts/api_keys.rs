@@ -70,6 +70,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(get_api_key, revoke_api_key))
         .routes(routes!(rotate_api_key))
+        .routes(routes!(api_key_usage))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -204,6 +205,71 @@ pub async fn get_api_key(
 ) -> Result<Json<ApiKey>> {
     state.accounting.flush(&state.db).await;
     Ok(Json(visible_key(&state, &p, &id).await?))
+}
+
+/// One UTC day of a key's use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayUsage {
+    /// The UTC date.
+    #[schema(example = "2026-11-30")]
+    pub day: String,
+    pub requests: i64,
+    /// Requests answered with a 4xx or 5xx.
+    pub errors: i64,
+}
+
+/// A key's use per UTC day, oldest first, every day of the window listed (zeros included).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyUsage {
+    pub data: Vec<DayUsage>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// How many days back, today included: 1–90, default 30.
+    #[param(minimum = 1, maximum = 90)]
+    pub days: Option<i64>,
+}
+
+/// An API key's requests and errors per day, today and the days before it (owner or admin).
+#[utoipa::path(get, path = "/api/api-keys/{id}/usage", tag = "api-keys", params(("id" = String, Path), UsageParams),
+    responses((status = 200, body = KeyUsage)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn api_key_usage(
+    State(state): State<AppState>,
+    KeyManager(p): KeyManager,
+    Path(id): Path<String>,
+    crate::http::extract::Query(q): crate::http::extract::Query<UsageParams>,
+) -> Result<Json<KeyUsage>> {
+    let days = q.days.unwrap_or(30);
+    if !(1..=90).contains(&days) {
+        return Err(Error::invalid("days", "must be between 1 and 90"));
+    }
+    let key = visible_key(&state, &p, &id).await?;
+    state.accounting.flush(&state.db).await;
+    let today = crate::timestamp::utc_day(now_ms());
+    let first = today - days + 1;
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT day, requests, errors FROM api_key_daily_usage WHERE api_key_id = $1 AND day >= $2",
+    )
+    .bind(&key.id)
+    .bind(first)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let counts: std::collections::HashMap<i64, (i64, i64)> =
+        rows.into_iter().map(|(d, r, e)| (d, (r, e))).collect();
+    let data = (first..=today)
+        .map(|d| {
+            let (requests, errors) = counts.get(&d).copied().unwrap_or((0, 0));
+            DayUsage {
+                day: Timestamp(d * crate::timestamp::DAY_MS).to_rfc3339()[..10].to_string(),
+                requests,
+                errors,
+            }
+        })
+        .collect();
+    Ok(Json(KeyUsage { data }))
 }
 
 /// Revokes an API key at once.

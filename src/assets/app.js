@@ -4,16 +4,26 @@
 // the API share one set of rules. Nothing here can read the session: the cookie is HttpOnly.
 
 /** The form's fields as JSON: `data-type="int"` fields become numbers, `data-type="bool"` ones
- * booleans, empty optional ones drop out. */
+ * booleans, `data-type="list"` ones arrays (comma-separated text, or every checked box of that
+ * name); empty optional ones drop out, or are `null` when marked `data-nullable`. */
 function body(form) {
   const out = {};
   for (const el of form.elements) {
     if (!el.name || el.disabled || el.dataset.local !== undefined) continue;
+    const list = el.dataset.type === "list";
+    if (list && el.type === "checkbox") {
+      out[el.name] ??= [];
+      if (el.checked) out[el.name].push(el.value);
+      continue;
+    }
     if ((el.type === "checkbox" || el.type === "radio") && !el.checked) continue;
     let v = el.type === "checkbox" ? true : el.value;
-    if (v === "" && !el.required) continue;
+    // Empty and `data-nullable`: cleared (`null`), as a PATCH says "no value any more".
+    if (v === "" && el.dataset.nullable !== undefined) { out[el.name] = null; continue; }
+    if (v === "" && !el.required && !list) continue;
     if (el.dataset.type === "int") v = Number(v);
     if (el.dataset.type === "bool") v = v === "true";
+    if (list) v = v.split(",").map((x) => x.trim()).filter((x) => x !== "");
     out[el.name] = v;
   }
   return out;
@@ -45,7 +55,9 @@ async function submit(form, event) {
   const done = form.querySelector("[data-done]");
   error.hidden = true;
   if (done) done.hidden = true;
+  // Loading: the button is disabled (styled as busy) until the API answers.
   button.disabled = true;
+  form.setAttribute("aria-busy", "true");
   try {
     const res = await fetch(form.dataset.api, {
       method: form.dataset.method || "POST",
@@ -77,6 +89,7 @@ async function submit(form, event) {
     showError(form, { message: "The server could not be reached. Check your connection and try again." });
   } finally {
     button.disabled = false;
+    form.removeAttribute("aria-busy");
   }
 }
 

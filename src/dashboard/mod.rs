@@ -8,8 +8,11 @@
 //! page carries a Content-Security-Policy without `unsafe-inline` that allows nothing from
 //! another origin.
 
+mod admin;
 mod assets;
+mod chart;
 mod pages;
+mod portal;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -31,6 +34,15 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/admin/licenses", get(pages::admin_licenses))
         .route("/dashboard/licenses/{id}", get(pages::license_page))
         .route("/dashboard/admin/users", get(pages::admin_users))
+        .route("/dashboard/admin/products", get(admin::products))
+        .route("/dashboard/admin/orders", get(portal::admin_orders))
+        .route("/dashboard/admin/audit-log", get(admin::audit_log))
+        .route("/dashboard/admin/notices", get(admin::notices))
+        .route("/dashboard/admin/webhooks", get(admin::endpoints))
+        .route("/dashboard/admin/webhooks/{id}", get(admin::endpoint))
+        .route("/dashboard/orders", get(portal::orders))
+        .route("/dashboard/support", get(portal::support))
+        .route("/dashboard/support/{id}", get(portal::ticket))
         .route("/account/forgot-password", get(pages::forgot_password))
         .route("/account/reset-password", get(pages::reset_password))
         .route("/account/set-password", get(pages::set_password))

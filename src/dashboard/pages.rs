@@ -50,7 +50,38 @@ async fn me(state: &AppState, p: &crate::auth::Principal) -> Result<Option<Me>> 
         }))
 }
 
-fn render(t: impl Template) -> Response {
+/// What the frame of every page (`base.html`) shows: the assets, who is signed in and which menu
+/// entry is current; `narrow` for the forms that stand alone (sign in, reset).
+pub struct Frame {
+    pub assets: &'static Urls,
+    pub user: Option<Me>,
+    pub nav: &'static str,
+    pub narrow: bool,
+}
+
+impl Frame {
+    /// A page for anyone (sign in, reset): narrow, no menu.
+    pub fn public() -> Frame {
+        Frame {
+            assets: &URLS,
+            user: None,
+            nav: "",
+            narrow: true,
+        }
+    }
+
+    /// A signed-in page with `nav` current in the menu.
+    pub fn page(user: Option<Me>, nav: &'static str) -> Frame {
+        Frame {
+            assets: &URLS,
+            user,
+            nav,
+            narrow: false,
+        }
+    }
+}
+
+pub fn render(t: impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => crate::error::Error::Internal(anyhow::anyhow!("template: {e}")).into_response(),
@@ -60,10 +91,7 @@ fn render(t: impl Template) -> Response {
 #[derive(Template)]
 #[template(path = "dashboard/login.html", config = "src/askama.toml")]
 struct Login {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     next: String,
 }
 
@@ -80,10 +108,7 @@ fn local_path(next: Option<String>) -> String {
 
 pub async fn login(_rate: Public, Query(q): Query<Next>) -> Response {
     render(Login {
-        assets: &URLS,
-        user: None,
-        nav: "",
-        narrow: true,
+        f: Frame::public(),
         next: local_path(q.next),
     })
 }
@@ -91,19 +116,11 @@ pub async fn login(_rate: Public, Query(q): Query<Next>) -> Response {
 #[derive(Template)]
 #[template(path = "dashboard/forgot.html", config = "src/askama.toml")]
 struct Forgot {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
 }
 
 pub async fn forgot_password(_rate: Public) -> Response {
-    render(Forgot {
-        assets: &URLS,
-        user: None,
-        nav: "",
-        narrow: true,
-    })
+    render(Forgot { f: Frame::public() })
 }
 
 #[derive(Deserialize)]
@@ -114,20 +131,14 @@ pub struct TokenQuery {
 #[derive(Template)]
 #[template(path = "dashboard/password_token.html", config = "src/askama.toml")]
 struct PasswordToken {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     heading: &'static str,
     token: String,
 }
 
 fn password_page(heading: &'static str, token: Option<String>) -> Response {
     render(PasswordToken {
-        assets: &URLS,
-        user: None,
-        nav: "",
-        narrow: true,
+        f: Frame::public(),
         heading,
         token: token.unwrap_or_default(),
     })
@@ -144,10 +155,7 @@ pub async fn set_password(_rate: Public, Query(q): Query<TokenQuery>) -> Respons
 #[derive(Template)]
 #[template(path = "dashboard/verify.html", config = "src/askama.toml")]
 struct Verify {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     token: String,
 }
 
@@ -155,10 +163,7 @@ struct Verify {
 /// must not use it up.
 pub async fn verify_email(_rate: Public, Query(q): Query<TokenQuery>) -> Response {
     render(Verify {
-        assets: &URLS,
-        user: None,
-        nav: "",
-        narrow: true,
+        f: Frame::public(),
         token: q.token.unwrap_or_default(),
     })
 }
@@ -166,17 +171,14 @@ pub async fn verify_email(_rate: Public, Query(q): Query<TokenQuery>) -> Respons
 #[derive(Template)]
 #[template(path = "dashboard/licenses.html", config = "src/askama.toml")]
 struct Licenses {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     licenses: Vec<LicenseView>,
 }
 
 /// The caller of a page that needs one, and the same caller narrowed to their own objects (an
 /// admin sees their own here too: administration has its own pages); signed out, a redirect to
 /// the sign-in page that comes back to `here`.
-async fn signed_in(
+pub(super) async fn signed_in(
     state: &AppState,
     principal: Visitor,
     here: &str,
@@ -197,7 +199,7 @@ async fn signed_in(
 }
 
 /// The first 100 rows of a listing: the pages show no more (search narrows them).
-fn first_page<F>(filters: F) -> Listing<F> {
+pub(super) fn first_page<F>(filters: F) -> Listing<F> {
     Listing {
         page: PageRequest {
             limit: 100,
@@ -220,7 +222,13 @@ fn shown_status(l: &crate::licensing::model::License) -> &'static str {
     }
 }
 
-fn date(t: Option<crate::timestamp::Timestamp>, none: &str) -> String {
+/// A moment as people read it in a table: `2026-11-30 14:32:29 UTC`.
+pub(super) fn when(t: crate::timestamp::Timestamp) -> String {
+    let s = t.to_rfc3339();
+    format!("{} {} UTC", &s[..10], &s[11..19])
+}
+
+pub(super) fn date(t: Option<crate::timestamp::Timestamp>, none: &str) -> String {
     t.map(|t| t.to_rfc3339()[..10].to_string())
         .unwrap_or_else(|| none.into())
 }
@@ -245,10 +253,7 @@ pub async fn licenses(State(state): State<AppState>, principal: Visitor) -> Resu
         licenses.push(license_view(&state, l, &products, false).await?);
     }
     Ok(render(Licenses {
-        assets: &URLS,
-        user,
-        nav: "licenses",
-        narrow: false,
+        f: Frame::page(user, "licenses"),
         licenses,
     }))
 }
@@ -265,15 +270,14 @@ pub struct KeyLine {
     pub last_used: String,
     pub status: &'static str,
     pub expires: String,
+    /// Requests per day, the last 30 days.
+    pub chart: super::chart::Chart,
 }
 
 #[derive(Template)]
 #[template(path = "dashboard/api_keys.html", config = "src/askama.toml")]
 struct ApiKeys {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     is_admin: bool,
     grace: String,
     keys: Vec<KeyLine>,
@@ -302,10 +306,17 @@ pub async fn api_keys(State(state): State<AppState>, principal: Visitor) -> Resu
     .await?
     .0;
     let now = crate::timestamp::now_ms();
-    let keys = page
-        .data
-        .into_iter()
-        .map(|k| KeyLine {
+    let mut keys = Vec::with_capacity(page.data.len());
+    for k in page.data {
+        let usage = crate::accounts::api_keys::api_key_usage(
+            State(state.clone()),
+            crate::auth::KeyManager(p.clone()),
+            crate::http::extract::Path(k.id.clone()),
+            crate::http::extract::Query(Default::default()),
+        )
+        .await?
+        .0;
+        keys.push(KeyLine {
             status: if k.revoked_at.is_some() {
                 "revoked"
             } else if k.expires_at.is_some_and(|e| e.0 <= now) {
@@ -326,16 +337,14 @@ pub async fn api_keys(State(state): State<AppState>, principal: Visitor) -> Resu
             requests: k.request_count,
             scope: k.scope.as_str(),
             environment: k.environment.as_str(),
+            chart: super::chart::daily(&usage.data),
             prefix: k.prefix,
             name: k.name,
             id: k.id,
-        })
-        .collect();
+        });
+    }
     Ok(render(ApiKeys {
-        assets: &URLS,
-        user,
-        nav: "api-keys",
-        narrow: false,
+        f: Frame::page(user, "api-keys"),
         is_admin: p.role == crate::auth::Role::Admin,
         grace: grace_words(state.config.api_key_grace_s),
         keys,
@@ -345,26 +354,23 @@ pub async fn api_keys(State(state): State<AppState>, principal: Visitor) -> Resu
 #[derive(Template)]
 #[template(path = "dashboard/message.html", config = "src/askama.toml")]
 struct Message {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     heading: &'static str,
     text: &'static str,
 }
 
 /// A page that explains a refusal (403, 404) and where to go.
-fn message(
+pub(super) fn message(
     user: Option<Me>,
     status: axum::http::StatusCode,
     heading: &'static str,
     text: &'static str,
 ) -> Response {
     let mut res = render(Message {
-        assets: &URLS,
-        user,
-        nav: "",
-        narrow: true,
+        f: Frame {
+            user,
+            ..Frame::public()
+        },
         heading,
         text,
     });
@@ -384,7 +390,7 @@ fn not_for_you(user: Option<Me>) -> Response {
 }
 
 /// An admin page's caller: the admin, or the response to send instead (sign in, or 403).
-async fn admin(
+pub(super) async fn admin(
     state: &AppState,
     principal: Visitor,
     here: &str,
@@ -440,7 +446,7 @@ async fn license_view(
         },
         churn_next: churn
             .and_then(|c| c.next_deactivation_at)
-            .map(|t| t.to_rfc3339())
+            .map(when)
             .unwrap_or_default(),
         churn_used,
         product: products
@@ -458,7 +464,9 @@ async fn license_view(
     })
 }
 
-async fn product_names(state: &AppState) -> Result<std::collections::HashMap<String, String>> {
+pub(super) async fn product_names(
+    state: &AppState,
+) -> Result<std::collections::HashMap<String, String>> {
     Ok(sqlx::query_as("SELECT id, name FROM products")
         .fetch_all(&state.db.pool)
         .await?
@@ -469,10 +477,7 @@ async fn product_names(state: &AppState) -> Result<std::collections::HashMap<Str
 #[derive(Template)]
 #[template(path = "dashboard/admin_licenses.html", config = "src/askama.toml")]
 struct AdminLicenses {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     q: String,
     note: Option<String>,
     licenses: Vec<LicenseView>,
@@ -543,10 +548,7 @@ pub async fn admin_licenses(
         licenses.push(license_view(&state, l, &products, true).await?);
     }
     Ok(render(AdminLicenses {
-        assets: &URLS,
-        user,
-        nav: "admin-licenses",
-        narrow: false,
+        f: Frame::page(user, "admin-licenses"),
         q,
         note,
         licenses,
@@ -567,10 +569,7 @@ pub struct DeviceLine {
 #[derive(Template)]
 #[template(path = "dashboard/admin_license.html", config = "src/askama.toml")]
 struct AdminLicensePage {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     /// An admin: the owner and the lifecycle actions show.
     manage: bool,
     l: LicenseView,
@@ -622,9 +621,9 @@ pub async fn license_page(
     .into_iter()
     .map(|a| DeviceLine {
         name: a.name.unwrap_or_else(|| a.hostname.unwrap_or_default()),
-        created: a.created_at.to_rfc3339(),
-        heartbeat: a.last_heartbeat_at.to_rfc3339(),
-        offline_until: date(a.offline_until, ""),
+        created: when(a.created_at),
+        heartbeat: when(a.last_heartbeat_at),
+        offline_until: a.offline_until.map(when).unwrap_or_default(),
         fingerprint: a.fingerprint,
         id: a.id,
     })
@@ -634,11 +633,8 @@ pub async fn license_page(
         .await?
         .is_some_and(|p| p.offline_activation != 0);
     Ok(render(AdminLicensePage {
+        f: Frame::page(user, if manage { "admin-licenses" } else { "licenses" }),
         offline,
-        assets: &URLS,
-        user,
-        nav: if manage { "admin-licenses" } else { "licenses" },
-        narrow: false,
         manage,
         l: license_view(&state, license, &products, manage).await?,
         activations,
@@ -657,10 +653,7 @@ pub struct EventLine {
 #[derive(Template)]
 #[template(path = "dashboard/webhooks.html", config = "src/askama.toml")]
 struct Webhooks {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     events: Vec<EventLine>,
 }
 
@@ -683,10 +676,7 @@ pub async fn webhooks(State(state): State<AppState>, principal: Visitor) -> Resu
         })
         .collect();
     Ok(render(Webhooks {
-        assets: &URLS,
-        user,
-        nav: "webhooks",
-        narrow: false,
+        f: Frame::page(user, "webhooks"),
         events,
     }))
 }
@@ -705,10 +695,7 @@ pub struct UserLine {
 #[derive(Template)]
 #[template(path = "dashboard/admin_users.html", config = "src/askama.toml")]
 struct AdminUsers {
-    assets: &'static Urls,
-    user: Option<Me>,
-    nav: &'static str,
-    narrow: bool,
+    f: Frame,
     users: Vec<UserLine>,
 }
 
@@ -739,10 +726,7 @@ pub async fn admin_users(State(state): State<AppState>, principal: Visitor) -> R
         })
         .collect();
     Ok(render(AdminUsers {
-        assets: &URLS,
-        user,
-        nav: "admin-users",
-        narrow: false,
+        f: Frame::page(user, "admin-users"),
         users,
     }))
 }

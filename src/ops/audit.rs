@@ -37,10 +37,16 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
+/// How long per-day key usage is kept (the dashboard charts 30 days).
+const USAGE_DAYS_KEPT: i64 = 90;
+
 /// In-memory usage and audit buffers.
 #[derive(Default)]
 pub struct Accounting {
-    usage: Mutex<HashMap<String, Usage>>,
+    /// Per (API key, UTC day): a request just after midnight counts for the new day.
+    usage: Mutex<HashMap<(String, i64), Usage>>,
+    /// The last UTC day whose old per-day rows were deleted (0: not yet).
+    pruned_day: std::sync::atomic::AtomicI64,
     audit: Mutex<Vec<AuditEntry>>,
     /// Serialises flushes so two never write the same deltas.
     flushing: tokio::sync::Mutex<()>,
@@ -49,7 +55,9 @@ pub struct Accounting {
 impl Accounting {
     pub fn record_key_use(&self, key_id: &str, is_error: bool, at: i64) {
         let mut map = self.usage.lock().expect("usage map");
-        let u = map.entry(key_id.to_string()).or_default();
+        let u = map
+            .entry((key_id.to_string(), crate::timestamp::utc_day(at)))
+            .or_default();
         u.requests += 1;
         u.errors += i64::from(is_error);
         u.last_used_at = u.last_used_at.max(at);
@@ -62,8 +70,10 @@ impl Accounting {
     /// Writes buffered usage and audit entries. On failure they are put back for the next try.
     pub async fn flush(&self, db: &Db) {
         let _guard = self.flushing.lock().await;
-        let usage: Vec<(String, Usage)> = self.usage.lock().expect("usage map").drain().collect();
+        let usage: Vec<((String, i64), Usage)> =
+            self.usage.lock().expect("usage map").drain().collect();
         let audit: Vec<AuditEntry> = std::mem::take(&mut *self.audit.lock().expect("audit buffer"));
+        self.prune(db).await;
         if usage.is_empty() && audit.is_empty() {
             return;
         }
@@ -79,15 +89,32 @@ impl Accounting {
             self.audit.lock().expect("audit buffer").extend(audit);
         }
     }
+
+    /// Deletes per-day key usage older than [`USAGE_DAYS_KEPT`]: once a day per instance.
+    async fn prune(&self, db: &Db) {
+        use std::sync::atomic::Ordering;
+        let today = crate::timestamp::utc_day(crate::timestamp::now_ms());
+        if self.pruned_day.swap(today, Ordering::AcqRel) == today {
+            return;
+        }
+        if let Err(e) = sqlx::query("DELETE FROM api_key_daily_usage WHERE day < $1")
+            .bind(today - USAGE_DAYS_KEPT)
+            .execute(&db.pool)
+            .await
+        {
+            self.pruned_day.store(0, Ordering::Release);
+            tracing::warn!(error = %crate::db::error_cause(&e), "pruning old API-key usage failed; will retry");
+        }
+    }
 }
 
 async fn write(
     db: &Db,
-    usage: &[(String, Usage)],
+    usage: &[((String, i64), Usage)],
     audit: &[AuditEntry],
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for (id, u) in usage {
+    for ((id, day), u) in usage {
         sqlx::query(
             "UPDATE api_keys SET request_count = request_count + $2, error_count = error_count + $3, \
              last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $4 THEN $4 ELSE last_used_at END WHERE id = $1",
@@ -96,6 +123,17 @@ async fn write(
         .bind(u.requests)
         .bind(u.errors)
         .bind(u.last_used_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_key_daily_usage (api_key_id, day, requests, errors) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_key_id, day) DO UPDATE SET requests = api_key_daily_usage.requests + excluded.requests, \
+             errors = api_key_daily_usage.errors + excluded.errors",
+        )
+        .bind(id)
+        .bind(day)
+        .bind(u.requests)
+        .bind(u.errors)
         .execute(&mut *tx)
         .await?;
     }

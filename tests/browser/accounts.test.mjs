@@ -7,7 +7,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, linkIn, ADMIN } from "./server.mjs";
+import { startServer, linkIn, ADMIN, watch } from "./server.mjs";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 // Screenshots for docs/img (ECOSIRE_SCREENSHOTS=docs/img); elsewhere a temporary folder, so a test
@@ -26,21 +26,10 @@ after(async () => {
   await server?.stop();
 });
 
-/** A page that fails the test on any request to another origin or any console error. */
+/** A page that fails the test (at `p.check()`) on any request to another origin or script error. */
 async function page(viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
-  const p = await context.newPage();
-  const foreign = [];
-  const errors = [];
-  p.on("request", (r) => { if (!r.url().startsWith(server.base)) foreign.push(r.url()); });
-  p.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  p.on("pageerror", (e) => errors.push(String(e)));
-  p.check = () => {
-    assert.deepEqual(foreign, [], "requests to another origin");
-    // A failed API call shows in the page; the console must stay clean of script errors.
-    assert.deepEqual(errors.filter((e) => !e.includes("Failed to load resource")), []);
-  };
-  return p;
+  return watch(await context.newPage(), server.base);
 }
 
 async function grant(email, productName) {

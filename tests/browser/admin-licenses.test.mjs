@@ -29,7 +29,7 @@ test("find, reissue and revoke a license; validate follows at once", async () =>
   assert.equal(await validate(lic.key), "VALID");
 
   const p = await signIn(ADMIN.email, ADMIN.password);
-  await p.getByRole("link", { name: "Licenses (admin)" }).click();
+  await p.getByRole("navigation", { name: "Administration" }).getByRole("link", { name: "Licenses" }).click();
   await p.getByLabel("Find by key, customer email or product (id or slug)").fill(lic.key.toLowerCase());
   await p.getByRole("button", { name: "Search" }).click();
   await p.getByRole("link", { name: "…" + lic.key_last4 }).click();
@@ -57,7 +57,7 @@ test("find, reissue and revoke a license; validate follows at once", async () =>
 test("a customer is shown a 403 page on admin pages", async () => {
   await server.api("POST", "/api/auth/register", { email: "cust@example.com", password: "cust-password-1", name: "C" });
   const p = await signIn("cust@example.com", "cust-password-1");
-  assert.equal(await p.getByRole("link", { name: "Licenses (admin)" }).count(), 0);
+  assert.equal(await p.getByRole("navigation", { name: "Administration" }).count(), 0);
   const res = await p.goto(server.base + "/dashboard/admin/licenses");
   assert.equal(res.status(), 403);
   await p.getByText("This page is for administrators").waitFor();

@@ -3,6 +3,8 @@
 // period), revoke it (it stops at once).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { chromium } from "playwright-core";
 import { startServer, signIn as signInAs } from "./server.mjs";
 
@@ -20,8 +22,12 @@ after(async () => {
 
 const signIn = (email, password) => signInAs(browser, server.base, email, password);
 
-const asScript = (key) =>
-  fetch(server.base + "/api/licenses", { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
+/** The key used as a script would: curl, printing only the status code. */
+const asScript = async (key) => {
+  const { stdout } = await promisify(execFile)("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}",
+    "-H", `authorization: Bearer ${key}`, server.base + "/api/licenses"], { timeout: 30_000 });
+  return Number(stdout);
+};
 
 test("a key is shown once, counts its requests, rotates with grace and revokes at once", async () => {
   const reg = await server.api("POST", "/api/auth/register", { email: "dev@example.com", password: "dev-password-1", name: "Dev" });
@@ -47,6 +53,11 @@ test("a key is shown once, counts its requests, rotates with grace and revokes a
   assert.ok(!html.includes(key), "the secret is never shown again");
   assert.ok(html.includes(key.slice(0, 14)), "its prefix is");
   assert.equal((await p.locator("td[data-requests]").first().textContent()).trim(), "2");
+  // Today's bar in the 30-day chart.
+  const chart = p.locator("svg[data-chart]").first();
+  assert.match(await chart.getAttribute("aria-label"), /^2 requests \(0 errors\) in 30 days; busiest \d{4}-\d\d-\d\d with 2$/);
+  assert.equal(await chart.locator("rect").count(), 1);
+  await p.screenshot({ path: (process.env.ECOSIRE_SCREENSHOTS || "/tmp") + "/api-keys.png", fullPage: true });
 
   await p.getByRole("button", { name: "Rotate" }).click();
   await p.getByText("New key (shown once)").waitFor();
@@ -63,4 +74,5 @@ test("a key is shown once, counts its requests, rotates with grace and revokes a
   await p.waitForLoadState("load");
   await p.getByText("revoked").first().waitFor();
   assert.equal(await asScript(rotated), 401);
+  p.check();
 });

@@ -60,4 +60,6 @@ test("a customer frees a device from the license page; an admin disables the cus
   await me.getByLabel("Role").selectOption("customer");
   await me.getByRole("button", { name: "Save" }).click();
   await me.getByText("This is the last active admin").waitFor();
+  a.check();
+  p.check();
 });

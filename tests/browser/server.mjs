@@ -1,12 +1,15 @@
 // A real `ecosire serve` for the browser tests: a fresh SQLite database (or, with
 // ECOSIRE_TEST_DATABASE_URL, a throwaway PostgreSQL database), its own keys, and mail written as
 // .eml files into a folder the tests read.
+import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const ADMIN = { email: "admin@browser.test", password: "browser-admin-pass" };
+/** The server's Stripe webhook secret: tests sign checkout events with it, as Stripe does. */
+export const STRIPE_WEBHOOK_SECRET = "whsec_browser_" + "s".repeat(24);
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -37,6 +40,9 @@ export async function startServer() {
       ECOSIRE_ADMIN_EMAIL: ADMIN.email,
       ECOSIRE_ADMIN_PASSWORD: ADMIN.password,
       ECOSIRE_COOKIE_SECURE: "false",
+      // The tests' webhook receivers listen on loopback.
+      ECOSIRE_WEBHOOK_ALLOW_PRIVATE: "true",
+      STRIPE_WEBHOOK_SECRET,
       RUST_LOG: "warn",
     },
     stdio: ["ignore", "pipe", "inherit"],
@@ -97,9 +103,26 @@ export function linkIn(mail, path) {
   return m[0];
 }
 
-/** A new browser context signed in through the sign-in page; confirm dialogs are accepted. */
+/** Watches `p` for requests to another origin and script errors (a CSP violation is one);
+ * `p.check()` fails the test if there were any. */
+export function watch(p, base) {
+  const foreign = [];
+  const errors = [];
+  p.on("request", (r) => { if (!r.url().startsWith(base)) foreign.push(r.url()); });
+  p.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  p.on("pageerror", (e) => errors.push(String(e)));
+  p.check = () => {
+    assert.deepEqual(foreign, [], "requests to another origin");
+    // A refused API call shows in the page (and as a failed resource); nothing else may.
+    assert.deepEqual(errors.filter((e) => !e.includes("Failed to load resource")), []);
+  };
+  return p;
+}
+
+/** A new browser context signed in through the sign-in page, watched (see `watch`); confirm
+ * dialogs are accepted. */
 export async function signIn(browser, base, email, password) {
-  const p = await (await browser.newContext()).newPage();
+  const p = watch(await (await browser.newContext()).newPage(), base);
   p.on("dialog", (d) => d.accept());
   await p.goto(base + "/login");
   await p.getByLabel("Email").fill(email);

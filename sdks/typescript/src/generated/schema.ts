@@ -115,6 +115,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/api-keys/{id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An API key's requests and errors per day, today and the days before it (owner or admin). */
+        get: operations["api_key_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/audit-log": {
         parameters: {
             query?: never;
@@ -1495,6 +1512,21 @@ export interface components {
             prefix: string;
             scope: components["schemas"]["Scope"];
         };
+        /** @description One UTC day of a key's use. */
+        DayUsage: {
+            /**
+             * @description The UTC date.
+             * @example 2026-11-30
+             */
+            day: string;
+            /**
+             * Format: int64
+             * @description Requests answered with a 4xx or 5xx.
+             */
+            errors: number;
+            /** Format: int64 */
+            requests: number;
+        };
         /** @description One (event, endpoint) delivery with every attempt. */
         Delivery: {
             attempts: components["schemas"]["Attempt"][];
@@ -1591,6 +1623,10 @@ export interface components {
         KeyRequest: {
             /** @example ECOS-7K3QH-M2XPD-9TQ4W-R8ZVN */
             key: string;
+        };
+        /** @description A key's use per UTC day, oldest first, every day of the window listed (zeros included). */
+        KeyUsage: {
+            data: components["schemas"]["DayUsage"][];
         };
         /** @description A lead: one submission of the capture form, as sent (text is never interpreted). */
         Lead: {
@@ -3580,6 +3616,162 @@ export interface operations {
                      *       "statusCode": 409,
                      *       "title": "Conflict",
                      *       "type": "https://docs.ecosire.com/errors/api-key-inactive"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    api_key_usage: {
+        parameters: {
+            query?: {
+                /** @description How many days back, today included: 1–90, default 30. */
+                days?: number;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyUsage"];
+                };
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN (or CSRF_REJECTED for cookie writes without Origin/X-Requested-With) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "FORBIDDEN",
+                     *       "detail": "Forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "Forbidden",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 403,
+                     *       "statusCode": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://docs.ecosire.com/errors/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
