@@ -88,6 +88,7 @@ fn activations(now: i64) -> Vec<Activation> {
             hostname: Some("ws-1".into()),
             created_at: Timestamp(now - 86_400_000),
             last_heartbeat_at: Timestamp(now - 60_000),
+            offline_until: None,
         })
         .collect()
 }

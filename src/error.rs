@@ -66,6 +66,11 @@ pub enum Error {
         code: &'static str,
         message: String,
     },
+    /// 409 `CHURN_LIMIT_REACHED`: the license has freed as many seats in the last 30 days as its
+    /// product allows; the next one is possible at `retry_at_ms` (unix ms), said in the body's
+    /// `retry_at` and in `Retry-After`.
+    #[error("{message}")]
+    ChurnLimitReached { message: String, retry_at_ms: i64 },
     #[error("database error")]
     Db(#[source] sqlx::Error),
     /// 503 `DATABASE_UNAVAILABLE`; `cause` goes to the log, never to the client.
@@ -156,7 +161,7 @@ impl Error {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::ChurnLimitReached { .. } => StatusCode::CONFLICT,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -184,6 +189,7 @@ impl Error {
             Error::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Error::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Error::DbUnavailable { .. } => "DATABASE_UNAVAILABLE",
+            Error::ChurnLimitReached { .. } => "CHURN_LIMIT_REACHED",
             Error::Db(_) | Error::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -239,6 +245,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "connection refused")]
     pub cause: Option<String>,
+    /// When the refused action becomes possible again (`CHURN_LIMIT_REACHED`); `Retry-After`
+    /// says the same in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<crate::timestamp::Timestamp>,
 }
 
 impl Problem {
@@ -266,6 +276,7 @@ impl Problem {
             details,
             request_id,
             cause: None,
+            retry_at: None,
         }
     }
 }
@@ -315,6 +326,13 @@ impl IntoResponse for Error {
         } = self
         {
             return too_many(code, message, retry_after_s);
+        }
+        if let Error::ChurnLimitReached {
+            message,
+            retry_at_ms,
+        } = self
+        {
+            return churn_limit(message, retry_at_ms);
         }
         let status = self.status_code();
         let code = self.code();
@@ -408,6 +426,28 @@ pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.is_foreign_key_violation(),
         _ => false,
     }
+}
+
+/// The 409 of `Error::ChurnLimitReached`: `retry_at` in the body, whole seconds (rounded up) in
+/// `Retry-After`.
+fn churn_limit(message: String, retry_at_ms: i64) -> Response {
+    let status = StatusCode::CONFLICT;
+    let body = Problem {
+        retry_at: Some(crate::timestamp::Timestamp(retry_at_ms)),
+        ..Problem::new(
+            status,
+            "CHURN_LIMIT_REACHED",
+            message,
+            None,
+            request_id::current(),
+        )
+    };
+    let wait_s = ((retry_at_ms - crate::timestamp::now_ms()).max(0) as u64).div_ceil(1000);
+    let mut res = (status, axum::Json(body)).into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
+    res
 }
 
 /// `Retry-After` for a 429 built from an `Error::TooMany`.

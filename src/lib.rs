@@ -24,7 +24,8 @@
 //!   in `src/templates/mail`; it knows no feature.
 //! - `licensing`: the read path (`validate`), the key holder's write path (`activate`), the one
 //!   writer of license state (`lifecycle`), the pure decision (`decide`), the snapshot cache,
-//!   tokens, the heartbeat `reaper`, license administration and products.
+//!   tokens, the heartbeat `reaper`, license administration and products, air-gapped activation
+//!   through signed files (`offline`) and the `churn` budget on freed seats.
 //! - `keyring`: the keys folder: license signing keys (published as JWKS), the session signing
 //!   key, the data key that seals secrets; what may be generated and what must exist.
 //! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use ecosire::accounts::users::{Bootstrap, bootstrap_admin};
 use ecosire::config::{Config, ConfigError, Env, LogFormat};
 
+mod offline_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "ecosire",
@@ -54,6 +56,12 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Air-gapped activation: requests and proofs on the offline machine, activation and release
+    /// through a server from a connected one.
+    Offline {
+        #[command(subcommand)]
+        action: offline_cmd::OfflineAction,
+    },
     /// Tools for building a webhook receiver.
     Webhooks {
         #[command(subcommand)]
@@ -279,6 +287,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(issue_licenses(action, &env.keys_dir(), &database_url))
         }
         Command::Webhooks { action } => webhooks(action),
+        Command::Offline { action } => runtime()?.block_on(offline_cmd::run(action)),
         Command::Backup { out } => {
             let database_url = env.database_url()?;
             init_logging_from(&env)?;

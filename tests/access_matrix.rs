@@ -39,6 +39,9 @@ const POLICIES: &[(&str, Policy)] = &[
     ("POST /api/licenses/deactivate", Public),
     ("POST /api/licenses/heartbeat", Public),
     ("POST /api/licenses/activations", Public),
+    // Air-gapped activation: the license key in the request, the device's signature on the proof.
+    ("POST /api/licenses/offline-activations", Public),
+    ("POST /api/licenses/offline-deactivations", Public),
     ("GET /api/licenses/jwks", Public),
     ("GET /.well-known/jwks.json", Public),
     // Catalog, accounts, operations.
@@ -78,6 +81,7 @@ const POLICIES: &[(&str, Policy)] = &[
     ("POST /api/licenses/{id}/reinstate", AdminOnly),
     ("POST /api/licenses/{id}/renew", AdminOnly),
     ("POST /api/licenses/{id}/reissue", AdminOnly),
+    ("POST /api/licenses/{id}/churn/reset", AdminOnly),
     ("POST /api/products", AdminOnly),
     ("PATCH /api/products/{id}", AdminOnly),
     ("DELETE /api/products/{id}", AdminOnly),

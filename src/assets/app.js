@@ -118,6 +118,29 @@ document.addEventListener("click", (e) => {
   }
 });
 
+// Files read into a form: `data-file-into="#id"` on a file input puts the chosen file's text
+// into that field (an offline activation request or proof), so the form sends it as JSON.
+document.addEventListener("change", async (e) => {
+  const input = e.target;
+  if (!(input instanceof HTMLInputElement) || !input.dataset.fileInto || !input.files?.length) return;
+  const target = document.querySelector(input.dataset.fileInto);
+  if (target) target.value = (await input.files[0].text()).trim();
+});
+
+// Downloads: `data-download="#id"` saves that element's text as `data-filename` (a license file).
+document.addEventListener("click", (e) => {
+  const b = e.target.closest("[data-download]");
+  if (!b) return;
+  const text = document.querySelector(b.dataset.download)?.textContent?.trim() || "";
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([`${text}\n`], { type: "application/jwt" }));
+  link.download = b.dataset.filename || "download.txt";
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+});
+
 // Webhook signatures, computed here with WebCrypto: `v1` is the lowercase hex HMAC-SHA256 of
 // "{t}.{raw body}", keyed with the whole `whsec_…` secret as UTF-8 (the Stripe scheme).
 async function hmacHex(secret, message) {

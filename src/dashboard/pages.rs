@@ -455,6 +455,13 @@ pub struct LicenseView {
     pub devices: i64,
     pub seats: i64,
     pub expires: String,
+    /// The churn budget in words ("1 of 3 deactivations used in the last 30 days"); empty when
+    /// the product sets none.
+    pub churn: String,
+    /// When the spent budget allows the next deactivation; empty while one is possible.
+    pub churn_next: String,
+    /// Seats freed in the last 30 days (an admin may reset the count).
+    pub churn_used: i64,
 }
 
 /// `l` for a page; `with_owner` looks up the owner's email (the admin pages show it).
@@ -472,7 +479,18 @@ async fn license_view(
             .unwrap_or_else(|| uid.clone()),
         None => "nobody yet (granted to an unverified address)".into(),
     };
+    let churn = l.churn.as_ref();
+    let churn_used = churn.map_or(0, |c| c.deactivations_30d);
     Ok(LicenseView {
+        churn: match churn.and_then(|c| c.max_deactivations_per_30d) {
+            Some(max) => format!("{churn_used} of {max} deactivations used in the last 30 days"),
+            None => String::new(),
+        },
+        churn_next: churn
+            .and_then(|c| c.next_deactivation_at)
+            .map(when)
+            .unwrap_or_default(),
+        churn_used,
         product: products
             .get(&l.product_id)
             .cloned()
@@ -586,6 +604,8 @@ pub struct DeviceLine {
     pub fingerprint: String,
     pub created: String,
     pub heartbeat: String,
+    /// The end of an air-gapped device's lease; empty for devices that activate online.
+    pub offline_until: String,
 }
 
 #[derive(Template)]
@@ -596,6 +616,8 @@ struct AdminLicensePage {
     manage: bool,
     l: LicenseView,
     activations: Vec<DeviceLine>,
+    /// The product allows air-gapped activation: the request upload shows.
+    offline: bool,
 }
 
 /// One license: its key and devices (with "deactivate") for its owner; for an admin also the
@@ -643,13 +665,18 @@ pub async fn license_page(
         name: a.name.unwrap_or_else(|| a.hostname.unwrap_or_default()),
         created: when(a.created_at),
         heartbeat: when(a.last_heartbeat_at),
+        offline_until: a.offline_until.map(when).unwrap_or_default(),
         fingerprint: a.fingerprint,
         id: a.id,
     })
     .collect();
     let products = product_names(&state).await?;
+    let offline = crate::licensing::products::find(&state.db, &license.product_id)
+        .await?
+        .is_some_and(|p| p.offline_activation != 0);
     Ok(render(AdminLicensePage {
         f: Frame::page(user, if manage { "admin-licenses" } else { "licenses" }),
+        offline,
         manage,
         l: license_view(&state, license, &products, manage).await?,
         activations,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::key::LicenseKey;
-use super::lifecycle::{self, Device};
+use super::lifecycle::{self, Device, Release};
 use super::model::{Activation, License};
 use super::validate::{check_fingerprint, license_not_found, limited_snapshot, snapshot_for};
 use super::{store, token};
@@ -83,6 +83,7 @@ pub async fn activate_license(
         name: req.name,
         platform: req.platform,
         hostname: req.hostname,
+        offline: None,
     };
     let seat = lifecycle::take_seat(&mut tx, &row, device, now).await?;
     state
@@ -129,9 +130,12 @@ fn activation_not_found() -> Error {
     )
 }
 
-/// Frees the seat held by a device.
+/// Frees the seat held by a device. Counts against the license's churn budget (the product's
+/// `max_deactivations_per_30d`); past it, 409 `CHURN_LIMIT_REACHED` with `retry_at` and
+/// `Retry-After`.
 #[utoipa::path(post, path = "/api/licenses/deactivate", tag = "licensing", request_body = DeviceRequest,
     responses((status = 204, description = "Seat freed"),
+              (status = 409, description = "CHURN_LIMIT_REACHED: the license freed as many seats in 30 days as its product allows; `retry_at` says when the next is possible", body = crate::error::Problem),
               (status = 404, description = "LICENSE_NOT_FOUND or ACTIVATION_NOT_FOUND", body = crate::error::Problem)))]
 pub async fn deactivate_license(
     State(state): State<AppState>,
@@ -149,7 +153,7 @@ pub async fn deactivate_license(
     let a = store::activation_by_fingerprint(&mut *tx, &row.id, &req.fingerprint)
         .await?
         .ok_or_else(activation_not_found)?;
-    lifecycle::release_seat(&mut tx, &row, a, None).await?;
+    lifecycle::release_seat(&mut tx, &row, a, Release::Holder { now: now_ms() }).await?;
     state
         .licenses
         .commit_change(&state.db, tx, &row.key_digest)

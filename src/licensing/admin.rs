@@ -46,10 +46,14 @@ fn check_terms(
     }
 }
 
-/// The license object with its key, for admins and the owner.
-fn full_view(state: &AppState, row: &LicenseRow, count: i64) -> Result<License> {
+/// The license object with its key and churn budget, for admins and the owner.
+pub(crate) async fn full_view(state: &AppState, row: &LicenseRow, count: i64) -> Result<License> {
     let key = state.keys.data.open_string(&row.key_sealed, &row.id)?;
-    Ok(row.view(count, Some(key)))
+    let churn = super::churn::budget(&state.db.pool, &row.id, &row.product_id, now_ms()).await?;
+    Ok(License {
+        churn: Some(churn),
+        ..row.view(count, Some(key))
+    })
 }
 
 async fn counted(state: &AppState, id: &str) -> Result<Option<(LicenseRow, i64)>> {
@@ -226,8 +230,9 @@ pub async fn list_licenses(
         |r| &r.license.id,
     )
     .await?;
+    let state = &state;
     let page = rows
-        .try_map(|r| std::future::ready(full_view(&state, &r.license, r.activations_count)))
+        .try_map(|r| async move { full_view(state, &r.license, r.activations_count).await })
         .await?;
     Ok(Json(page))
 }
@@ -250,7 +255,7 @@ pub async fn get_license(
     Path(id): Path<String>,
 ) -> Result<Json<License>> {
     let (row, n) = visible(&state, &principal, &id).await?;
-    Ok(Json(full_view(&state, &row, n)?))
+    Ok(Json(full_view(&state, &row, n).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -307,7 +312,7 @@ pub async fn update_license(
     let n = store::count_activations(&mut *tx, &id).await?;
     tx.commit().await?;
     state.licenses.changed(&state.db, &row.key_digest).await;
-    Ok(Json(full_view(&state, &row, n)?))
+    Ok(Json(full_view(&state, &row, n).await?))
 }
 
 /// Lists a license's live activations (admin or owner).
@@ -327,9 +332,11 @@ pub async fn list_license_activations(
     }))
 }
 
-/// Frees a seat (admin, or the license's owner).
+/// Frees a seat (admin, or the license's owner). The owner's releases count against the churn
+/// budget (409 `CHURN_LIMIT_REACHED` past it); an admin's do not.
 #[utoipa::path(delete, path = "/api/activations/{id}", tag = "licenses", params(("id" = String, Path)),
-    responses((status = 204, description = "Seat freed")),
+    responses((status = 204, description = "Seat freed"),
+              (status = 409, description = "CHURN_LIMIT_REACHED (the owner only)", body = crate::error::Problem)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete_activation(
     State(state): State<AppState>,
@@ -347,7 +354,14 @@ pub async fn delete_activation(
     let a = store::activation_by_id(&mut *tx, &id)
         .await?
         .ok_or_else(|| Error::no_such("Activation"))?;
-    lifecycle::release_seat(&mut tx, &row, a, None).await?;
+    // The owner's releases count against the churn budget like the key holder's; an admin's
+    // do not (an admin can reset the budget anyway).
+    let release = if principal.sees_all() {
+        lifecycle::Release::Admin
+    } else {
+        lifecycle::Release::Holder { now: now_ms() }
+    };
+    lifecycle::release_seat(&mut tx, &row, a, release).await?;
     tx.commit().await?;
     state.licenses.changed(&state.db, &row.key_digest).await;
     Ok(StatusCode::NO_CONTENT)
@@ -388,7 +402,7 @@ async fn transition(
         state.licenses.changed(&state.db, digest).await;
     }
     Ok(Json(LicenseEnvelope {
-        license: full_view(state, &applied.row, applied.activations)?,
+        license: full_view(state, &applied.row, applied.activations).await?,
     }))
 }
 

@@ -362,6 +362,17 @@ pub struct Device {
     pub name: Option<String>,
     pub platform: Option<String>,
     pub hostname: Option<String>,
+    /// Set for an air-gapped activation (a signed request file, see `offline`).
+    pub offline: Option<OfflineLease>,
+}
+
+/// What an air-gapped activation holds besides a seat: the device's Ed25519 public key
+/// (base64url), which must sign the proof that releases the seat, and the end of its lease (unix
+/// ms), when the reaper frees the seat.
+#[derive(Debug, Clone)]
+pub struct OfflineLease {
+    pub device_key: String,
+    pub until: i64,
 }
 
 /// The event body of `license.activated` / `license.deactivated`: the activation with its license.
@@ -389,16 +400,33 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
         Some(id) => store::activation_by_id(&mut **tx, &id).await?,
         None => None,
     } {
-        // Re-activating the same device confirms it is alive.
-        sqlx::query("UPDATE activations SET last_heartbeat_at = $2 WHERE id = $1")
-            .bind(&existing.id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        // Re-activating the same device confirms it is alive; an offline request renews the
+        // lease under the device key it names (the newest request's key signs the release).
+        let offline_until = match &device.offline {
+            Some(o) => {
+                sqlx::query("UPDATE activations SET last_heartbeat_at = $2, device_key = $3, offline_until = $4 WHERE id = $1")
+                    .bind(&existing.id)
+                    .bind(now)
+                    .bind(&o.device_key)
+                    .bind(o.until)
+                    .execute(&mut **tx)
+                    .await?;
+                Some(Timestamp(o.until))
+            }
+            None => {
+                sqlx::query("UPDATE activations SET last_heartbeat_at = $2 WHERE id = $1")
+                    .bind(&existing.id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                existing.offline_until
+            }
+        };
         return Ok(Seat {
             created: false,
             activation: Activation {
                 last_heartbeat_at: Timestamp(now),
+                offline_until,
                 ..existing
             },
             license: row.view(count, None),
@@ -422,10 +450,11 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
         hostname: device.hostname,
         created_at: Timestamp(now),
         last_heartbeat_at: Timestamp(now),
+        offline_until: device.offline.as_ref().map(|o| Timestamp(o.until)),
     };
     sqlx::query(
-        "INSERT INTO activations (id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO activations (id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at, \
+         device_key, offline_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
     )
     .bind(&a.id)
     .bind(&a.license_id)
@@ -434,6 +463,8 @@ pub async fn take_seat(tx: &mut Tx, row: &LicenseRow, device: Device, now: i64) 
     .bind(&a.platform)
     .bind(&a.hostname)
     .bind(now)
+    .bind(device.offline.as_ref().map(|o| o.device_key.as_str()))
+    .bind(device.offline.as_ref().map(|o| o.until))
     .execute(&mut **tx)
     .await?;
     let license = row.view(count + 1, None);
@@ -504,22 +535,49 @@ pub async fn amend(tx: &mut Tx, cur: &LicenseRow, terms: Terms) -> Result<Licens
         .ok_or_else(|| Error::no_such("License"))
 }
 
+/// Who frees a seat: whether it counts against the churn budget, and what guards the release.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// The key holder (deactivate, an offline device's proof) or the license's owner, at `now`:
+    /// charged to the churn budget, and refused past it (409 `CHURN_LIMIT_REACHED`).
+    Holder { now: i64 },
+    /// An admin: not counted.
+    Admin,
+    /// The heartbeat reaper: only a device that has been silent since `silent_before` and holds
+    /// no offline lease (a heartbeat racing the reaper wins). Not counted.
+    Silent { silent_before: i64 },
+    /// The reaper, for an offline lease that ended before `now` (a renewal racing it wins). Not
+    /// counted.
+    LeaseEnded { now: i64 },
+}
+
 /// Frees the seat `a` of `row` inside `tx` (which holds the license's write lock) and emits
-/// `license.deactivated`. `silent_before` is the reaper's guard: the seat is freed only if its
-/// device has been silent since then, so a heartbeat racing the reaper wins. False when nothing
-/// was freed.
+/// `license.deactivated`. False when the guard of `release` left nothing to free.
 pub async fn release_seat(
     tx: &mut Tx,
     row: &LicenseRow,
     a: Activation,
-    silent_before: Option<i64>,
+    release: Release,
 ) -> Result<bool> {
-    let deleted = sqlx::query("DELETE FROM activations WHERE id = $1 AND last_heartbeat_at < $2")
-        .bind(&a.id)
-        .bind(silent_before.unwrap_or(i64::MAX))
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    if let Release::Holder { now } = release {
+        super::churn::charge(tx, row, now).await?;
+    }
+    let (guard, bound) = match release {
+        Release::Holder { .. } | Release::Admin => ("", 0),
+        Release::Silent { silent_before } => (
+            " AND last_heartbeat_at < $2 AND offline_until IS NULL",
+            silent_before,
+        ),
+        Release::LeaseEnded { now } => (" AND offline_until < $2", now),
+    };
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM activations WHERE id = $1{guard}"
+    )))
+    .bind(&a.id);
+    if !guard.is_empty() {
+        q = q.bind(bound);
+    }
+    let deleted = q.execute(&mut **tx).await?.rows_affected();
     if deleted == 0 {
         return Ok(false);
     }

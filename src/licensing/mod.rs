@@ -1,15 +1,18 @@
 //! Licensing: the read path (`validate`), the key holder's write path (`activate`), every state
 //! change (`lifecycle`, the one writer), the pure decision (`decide`), signed tokens, the snapshot
 //! cache, the heartbeat `reaper`, license administration (`admin`), and the `products` whose
-//! terms (seats, duration, offline lease, heartbeat timeout, entitlements) licenses follow.
+//! terms (seats, duration, offline lease, heartbeat timeout, entitlements) licenses follow;
+//! air-gapped activation through signed files (`offline`) and the `churn` budget on freed seats.
 
 pub mod activate;
 pub mod admin;
 pub mod cache;
+pub mod churn;
 pub mod decide;
 pub mod key;
 pub mod lifecycle;
 pub mod model;
+pub mod offline;
 pub mod products;
 pub mod reaper;
 pub mod store;
@@ -31,6 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activate::deactivate_license))
         .routes(routes!(activate::heartbeat_license))
         .routes(routes!(validate::list_own_activations))
+        .routes(routes!(offline::create_offline_activation))
+        .routes(routes!(offline::create_offline_deactivation))
         .routes(routes!(jwks))
         .routes(routes!(well_known_jwks))
         .routes(routes!(admin::create_license, admin::list_licenses))
@@ -42,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::reinstate_license))
         .routes(routes!(admin::renew_license))
         .routes(routes!(admin::reissue_license))
+        .routes(routes!(churn::reset_churn))
 }
 
 fn jwks_response(state: &AppState) -> Response {

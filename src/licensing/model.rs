@@ -76,6 +76,7 @@ impl LicenseRow {
                 .unwrap_or_else(|_| serde_json::json!({})),
             created_at: Timestamp(self.created_at),
             updated_at: Timestamp(self.updated_at),
+            churn: None,
         }
     }
 }
@@ -110,10 +111,13 @@ pub struct License {
     pub metadata: serde_json::Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The churn budget (admins and the owner only; not in hot-path answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<super::churn::Churn>,
 }
 
-pub const ACTIVATION_COLUMNS: &str =
-    "id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at";
+pub const ACTIVATION_COLUMNS: &str = "id, license_id, fingerprint, name, platform, hostname, created_at, last_heartbeat_at, \
+     offline_until";
 
 /// The activation object of API.md, decoded straight from its row.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -127,4 +131,7 @@ pub struct Activation {
     pub hostname: Option<String>,
     pub created_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
+    /// For a device activated offline (a signed license file): when its lease ends and the seat
+    /// is freed. `null` for devices that activate online.
+    pub offline_until: Option<Timestamp>,
 }

@@ -28,12 +28,17 @@ pub struct ProductRow {
     pub heartbeat_timeout_s: Option<i64>,
     pub entitlements: String,
     pub stripe_price_ids: String,
+    /// 0 or 1 (one integer type on both backends).
+    pub offline_activation: i64,
+    pub offline_activation_lease_days: i64,
+    pub max_deactivations_per_30d: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 pub const PRODUCT_COLUMNS: &str = "id, name, slug, max_activations, duration_days, offline_lease_days, \
-     heartbeat_timeout_s, entitlements, stripe_price_ids, created_at, updated_at";
+     heartbeat_timeout_s, entitlements, stripe_price_ids, offline_activation, offline_activation_lease_days, \
+     max_deactivations_per_30d, created_at, updated_at";
 
 /// The product object.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -53,6 +58,17 @@ pub struct Product {
     pub heartbeat_timeout_s: Option<i64>,
     pub entitlements: Vec<String>,
     pub stripe_price_ids: Vec<String>,
+    /// Whether machines without a connection may activate through a signed request file
+    /// (`POST /api/licenses/offline-activations`).
+    pub offline_activation: bool,
+    /// How long a license file from an offline activation is valid (and its seat held) before
+    /// the machine must be activated again.
+    #[schema(example = 90)]
+    pub offline_activation_lease_days: i64,
+    /// How many seats one license may free in any 30 days (deactivations by the key holder or
+    /// the owner; the heartbeat reaper's releases do not count). `null`: unlimited.
+    #[schema(example = 3)]
+    pub max_deactivations_per_30d: Option<i64>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -69,6 +85,9 @@ impl ProductRow {
             heartbeat_timeout_s: self.heartbeat_timeout_s,
             entitlements: serde_json::from_str(&self.entitlements).unwrap_or_default(),
             stripe_price_ids: serde_json::from_str(&self.stripe_price_ids).unwrap_or_default(),
+            offline_activation: self.offline_activation != 0,
+            offline_activation_lease_days: self.offline_activation_lease_days,
+            max_deactivations_per_30d: self.max_deactivations_per_30d,
             created_at: Timestamp(self.created_at),
             updated_at: Timestamp(self.updated_at),
         }
@@ -127,6 +146,22 @@ pub struct CreateProduct {
     pub entitlements: Vec<String>,
     #[serde(default)]
     pub stripe_price_ids: Vec<String>,
+    /// Default false.
+    pub offline_activation: Option<bool>,
+    /// Default 90 (1–3650).
+    pub offline_activation_lease_days: Option<i64>,
+    /// Default null (unlimited); 1–10000.
+    pub max_deactivations_per_30d: Option<i64>,
+}
+
+/// The terms of air-gapped activation and the churn budget, checked alike on create and patch.
+fn check_offline_terms(c: &mut Checks, lease: Option<i64>, churn: Option<i64>) {
+    if let Some(v) = lease {
+        c.range(v, "offline_activation_lease_days", 1, 3650);
+    }
+    if let Some(v) = churn {
+        c.range(v, "max_deactivations_per_30d", 1, 10_000);
+    }
 }
 
 fn check_common(
@@ -184,12 +219,18 @@ pub async fn create_product(
         Some(&req.entitlements),
         Some(&req.stripe_price_ids),
     );
+    check_offline_terms(
+        &mut c,
+        req.offline_activation_lease_days,
+        req.max_deactivations_per_30d,
+    );
     c.finish()?;
     let id = new_id("prd");
     let now = now_ms();
     sqlx::query(
         "INSERT INTO products (id, name, slug, max_activations, duration_days, offline_lease_days, heartbeat_timeout_s, \
-         entitlements, stripe_price_ids, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         entitlements, stripe_price_ids, offline_activation, offline_activation_lease_days, max_deactivations_per_30d, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
     )
     .bind(&id)
     .bind(req.name.trim())
@@ -200,6 +241,9 @@ pub async fn create_product(
     .bind(req.heartbeat_timeout_s)
     .bind(serde_json::to_string(&req.entitlements).expect("json"))
     .bind(serde_json::to_string(&req.stripe_price_ids).expect("json"))
+    .bind(i64::from(req.offline_activation.unwrap_or(false)))
+    .bind(req.offline_activation_lease_days.unwrap_or(90))
+    .bind(req.max_deactivations_per_30d)
     .bind(now)
     .execute(&state.db.pool)
     .await
@@ -259,6 +303,12 @@ pub struct UpdateProduct {
     pub heartbeat_timeout_s: Option<Option<i64>>,
     pub entitlements: Option<Vec<String>>,
     pub stripe_price_ids: Option<Vec<String>>,
+    pub offline_activation: Option<bool>,
+    pub offline_activation_lease_days: Option<i64>,
+    /// `null` removes the cap.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub max_deactivations_per_30d: Option<Option<i64>>,
 }
 
 /// Updates a product (admin). Existing licenses keep their own seats and entitlements; the
@@ -293,10 +343,16 @@ pub async fn update_product(
         req.entitlements.as_deref(),
         req.stripe_price_ids.as_deref(),
     );
+    check_offline_terms(
+        &mut c,
+        req.offline_activation_lease_days,
+        req.max_deactivations_per_30d.flatten(),
+    );
     c.finish()?;
     sqlx::query(
         "UPDATE products SET name = $2, slug = $3, max_activations = $4, duration_days = $5, offline_lease_days = $6, \
-         heartbeat_timeout_s = $7, entitlements = $8, stripe_price_ids = $9, updated_at = $10 WHERE id = $1",
+         heartbeat_timeout_s = $7, entitlements = $8, stripe_price_ids = $9, offline_activation = $10, \
+         offline_activation_lease_days = $11, max_deactivations_per_30d = $12, updated_at = $13 WHERE id = $1",
     )
     .bind(&cur.id)
     .bind(req.name.as_deref().map(str::trim).unwrap_or(&cur.name))
@@ -307,6 +363,9 @@ pub async fn update_product(
     .bind(req.heartbeat_timeout_s.unwrap_or(cur.heartbeat_timeout_s))
     .bind(req.entitlements.map(|e| serde_json::to_string(&e).expect("json")).unwrap_or(cur.entitlements))
     .bind(req.stripe_price_ids.map(|e| serde_json::to_string(&e).expect("json")).unwrap_or(cur.stripe_price_ids))
+    .bind(req.offline_activation.map_or(cur.offline_activation, i64::from))
+    .bind(req.offline_activation_lease_days.unwrap_or(cur.offline_activation_lease_days))
+    .bind(req.max_deactivations_per_30d.unwrap_or(cur.max_deactivations_per_30d))
     .bind(now_ms())
     .execute(&state.db.pool)
     .await

@@ -22,6 +22,7 @@ struct SnapshotRow {
     act_hostname: Option<String>,
     act_created_at: Option<i64>,
     act_last_heartbeat_at: Option<i64>,
+    act_offline_until: Option<i64>,
 }
 
 /// Loads everything the hot path needs about the license with this key digest, in one query (a
@@ -31,7 +32,8 @@ pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>
     let sql = format!(
         "SELECT {LICENSE_COLUMNS}, p.slug AS product_slug, p.offline_lease_days, p.heartbeat_timeout_s, \
          a.id AS act_id, a.fingerprint AS act_fingerprint, a.name AS act_name, a.platform AS act_platform, \
-         a.hostname AS act_hostname, a.created_at AS act_created_at, a.last_heartbeat_at AS act_last_heartbeat_at \
+         a.hostname AS act_hostname, a.created_at AS act_created_at, a.last_heartbeat_at AS act_last_heartbeat_at, \
+         a.offline_until AS act_offline_until \
          FROM licenses l JOIN products p ON p.id = l.product_id \
          LEFT JOIN activations a ON a.license_id = l.id \
          WHERE l.key_digest = $1 ORDER BY a.id"
@@ -58,6 +60,7 @@ pub async fn load_snapshot(db: &Db, digest_hex: &str) -> Result<Option<Snapshot>
                 hostname: r.act_hostname,
                 created_at: Timestamp(created),
                 last_heartbeat_at: Timestamp(beat),
+                offline_until: r.act_offline_until.map(Timestamp),
             });
         }
         if first.is_none() {

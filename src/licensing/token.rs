@@ -45,11 +45,25 @@ pub fn sign(
     nonce: Option<&str>,
     now_ms: i64,
 ) -> (String, i64) {
+    let c = claims(issuer, s, fingerprint, nonce, now_ms);
+    let iat = c.iat;
+    (signer.sign(&c), iat)
+}
+
+/// The claims of a token issued at `now_ms`: what `sign` signs, and what a license file
+/// (`offline`) extends.
+pub fn claims(
+    issuer: &str,
+    s: &Subject,
+    fingerprint: Option<&str>,
+    nonce: Option<&str>,
+    now_ms: i64,
+) -> LicenseClaims {
     let iat = now_ms.div_euclid(1000);
     let lease_end = iat + s.offline_lease_days * 86_400;
     let license_expires_at = s.expires_at_ms.map(|ms| ms.div_euclid(1000));
     let exp = license_expires_at.map_or(lease_end, |e| e.min(lease_end));
-    let claims = LicenseClaims {
+    LicenseClaims {
         iss: issuer.to_string(),
         aud: LICENSE_AUDIENCE.to_string(),
         sub: s.license_id.clone(),
@@ -62,6 +76,5 @@ pub fn sign(
         license_expires_at,
         fingerprint: fingerprint.map(String::from),
         nonce: nonce.map(String::from),
-    };
-    (signer.sign(&claims), iat)
+    }
 }

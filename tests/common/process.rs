@@ -122,6 +122,11 @@ impl Server {
             .unwrap_or_else(|| panic!("{field} in /proc/…/status"))
     }
 
+    /// The keys folder the process was started with.
+    pub fn keys_dir(&self) -> &Path {
+        &self.keys_dir
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -88,6 +88,22 @@ impl LicenseClient {
         self.runtime.block_on(self.client.shutdown())
     }
 
+    /// See [`crate::LicenseClient::request_offline_activation`].
+    pub fn request_offline_activation(&self, key: &str) -> Result<String, Error> {
+        self.runtime
+            .block_on(self.client.request_offline_activation(key))
+    }
+
+    /// See [`crate::LicenseClient::import_license_file`].
+    pub fn import_license_file(&self, file: &str) -> Result<crate::Grant, Error> {
+        self.runtime.block_on(self.client.import_license_file(file))
+    }
+
+    /// See [`crate::LicenseClient::deactivation_proof`].
+    pub fn deactivation_proof(&self) -> Result<String, Error> {
+        self.runtime.block_on(self.client.deactivation_proof())
+    }
+
     /// The async client underneath, sharing this one's state.
     pub fn as_async(&self) -> &crate::LicenseClient {
         &self.client

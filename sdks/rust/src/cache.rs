@@ -171,7 +171,7 @@ impl Cache {
 }
 
 #[cfg(unix)]
-fn owner_only() -> std::fs::OpenOptions {
+pub(crate) fn owner_only() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
     o.mode(0o600);
@@ -179,7 +179,7 @@ fn owner_only() -> std::fs::OpenOptions {
 }
 
 #[cfg(not(unix))]
-fn owner_only() -> std::fs::OpenOptions {
+pub(crate) fn owner_only() -> std::fs::OpenOptions {
     std::fs::OpenOptions::new()
 }
 

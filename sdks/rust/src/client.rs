@@ -275,8 +275,8 @@ struct ProductAnswer {
 }
 
 /// The record a check works from, and whether its seal held.
-struct Current {
-    record: Record,
+pub(crate) struct Current {
+    pub(crate) record: Record,
     refused: Option<String>,
 }
 
@@ -313,21 +313,25 @@ impl LicenseClient {
         self.inner.cache.path()
     }
 
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         self.inner.clock.now()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.inner.base)
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value) -> Result<Vec<u8>, Failure> {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<Vec<u8>, Failure> {
         let req = self.inner.http.post(self.url(path)).json(&body);
         net::send(req, self.now()).await
     }
 
     /// Runs a cache operation off the async threads (file I/O blocks).
-    async fn on_cache<T: Send + 'static>(
+    pub(crate) async fn on_cache<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Cache) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
@@ -338,11 +342,11 @@ impl LicenseClient {
             .map_err(Error::from)
     }
 
-    async fn store(&self, record: Record) -> Result<(), Error> {
+    pub(crate) async fn store(&self, record: Record) -> Result<(), Error> {
         self.on_cache(move |c| c.store(&record)).await
     }
 
-    async fn current(&self) -> Result<Current, Error> {
+    pub(crate) async fn current(&self) -> Result<Current, Error> {
         match self.on_cache(Cache::load).await? {
             Loaded::Missing => Err(Error::NotActivated),
             Loaded::Intact(record) => Ok(Current {
@@ -362,12 +366,22 @@ impl LicenseClient {
 
     /// The error for an outcome that is not the expected success, on a call that has no
     /// offline fallback.
-    fn refusal(&self, failure: Failure) -> Error {
+    pub(crate) fn refusal(&self, failure: Failure) -> Error {
         match failure {
+            Failure::Problem {
+                code,
+                detail,
+                retry_after: Some(wait),
+                ..
+            } if code == "CHURN_LIMIT_REACHED" => Error::ChurnLimitReached {
+                retry_at: self.now() + wait,
+                detail,
+            },
             Failure::Problem {
                 status,
                 code,
                 detail,
+                ..
             } => Error::Rejected {
                 status,
                 code,
@@ -493,7 +507,11 @@ impl LicenseClient {
     /// builder's product id, or, when the builder names a slug, against `learnt_product`: the id
     /// a verified online answer named (offline; online the server checks the slug itself and
     /// the nonce binds its answer to this request).
-    fn expected<'a>(&'a self, record: &'a Record, learnt_product: Option<&'a str>) -> Expected<'a> {
+    pub(crate) fn expected<'a>(
+        &'a self,
+        record: &'a Record,
+        learnt_product: Option<&'a str>,
+    ) -> Expected<'a> {
         let product = &self.inner.product;
         Expected {
             issuer: &self.inner.issuer,
@@ -544,7 +562,7 @@ impl LicenseClient {
         })
     }
 
-    fn known_key(&self, kid: &str) -> Option<VerifyingKey> {
+    pub(crate) fn known_key(&self, kid: &str) -> Option<VerifyingKey> {
         self.inner.pinned.get(kid).or_else(|| {
             let state = self.inner.state.lock().expect("state");
             state.fetched.get(kid)
@@ -552,7 +570,7 @@ impl LicenseClient {
     }
 
     /// Verifies an online answer's token, fetching the JWKS first when its `kid` is unknown.
-    async fn verify_online(&self, token: &str) -> Result<Claims, TokenError> {
+    pub(crate) async fn verify_online(&self, token: &str) -> Result<Claims, TokenError> {
         let kid = token::kid(token)?;
         if self.known_key(&kid).is_none() {
             self.refresh_jwks().await;

@@ -61,6 +61,23 @@ pub enum Error {
         detail: String,
     },
 
+    /// Deactivation refused: the license has freed as many seats in the last 30 days as its
+    /// product allows (`CHURN_LIMIT_REACHED`). The seat stays taken; the next deactivation is
+    /// possible at `retry_at`.
+    #[error(
+        "the license has freed all the seats its product allows in 30 days; try again at {retry_at:?}: {detail}"
+    )]
+    ChurnLimitReached {
+        retry_at: SystemTime,
+        detail: String,
+    },
+
+    /// [`crate::LicenseClient::import_license_file`] or
+    /// [`crate::LicenseClient::deactivation_proof`] found no offline activation request made on
+    /// this machine (see [`crate::LicenseClient::request_offline_activation`]).
+    #[error("no offline activation request was made on this machine for this product")]
+    NoOfflineRequest,
+
     /// A request that has no offline fallback (activate, deactivate, heartbeat) could not be
     /// completed.
     #[error("the license server could not be reached: {0}")]

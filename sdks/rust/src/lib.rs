@@ -44,6 +44,7 @@
 //! - `keys`: [`PublicKeys`], the trusted Ed25519 keys (a JWKS, or raw keys).
 //! - `cache`: the sealed cache file and the high-water mark of trusted time.
 //! - `net`: sorting HTTP answers (answer, refusal, busy, no answer) and backoff.
+//! - `offline`: air-gapped activation: requests, license files, deactivation proofs.
 //! - `machine`: the machine id and per-product fingerprints derived from it.
 //! - `clock`: the injectable [`Clock`].
 //! - `status`, `error`: what calls answer.
@@ -57,6 +58,7 @@ mod error;
 mod keys;
 mod machine;
 mod net;
+mod offline;
 mod status;
 mod token;
 

@@ -31,6 +31,8 @@ pub(crate) enum Failure {
         status: u16,
         code: String,
         detail: String,
+        /// `Retry-After` as sent (not capped: a churn budget can be spent for weeks).
+        retry_after: Option<Duration>,
     },
     /// No usable answer.
     Failed(OfflineReason),
@@ -66,7 +68,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: Vec<u8>) -> Result
         200..=299 => return Ok(body),
         429 | 500..=599 => Failure::Busy {
             status,
-            retry_after,
+            retry_after: retry_after.map(|d| d.min(MAX_BACKOFF)),
         },
         // Only a problem document with a `code` is the server refusing the request; any other
         // page (a captive portal's login, a proxy's error) is not an answer from it at all.
@@ -75,6 +77,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: Vec<u8>) -> Result
                 status,
                 code: p.code,
                 detail: p.detail,
+                retry_after,
             },
             Err(_) => Failure::Failed(OfflineReason::UnexpectedAnswer(format!(
                 "HTTP {status} without a problem document"
@@ -103,17 +106,18 @@ fn transport(e: &reqwest::Error) -> OfflineReason {
     OfflineReason::Unreachable(text)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), capped at `MAX_BACKOFF`.
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), as the server sent it:
+/// `classify` caps what a busy server asks for at `MAX_BACKOFF`, not what a refusal says (a
+/// churn budget can be spent for weeks).
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match v.parse::<u64>() {
+    Some(match v.parse::<u64>() {
         Ok(s) => Duration::from_secs(s),
         Err(_) => httpdate::parse_http_date(v)
             .ok()?
             .duration_since(now)
             .unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_BACKOFF))
+    })
 }
 
 /// How long to leave the server alone after a 429/5xx: what it asked for, else a minute for 429
@@ -176,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+    fn retry_after_reads_seconds_and_dates_and_busy_waits_are_capped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
             retry_after(&headers("42"), now),
@@ -189,7 +193,18 @@ mod tests {
         );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
-        assert_eq!(retry_after(&headers("999999999"), now), Some(MAX_BACKOFF));
+        assert_eq!(
+            retry_after(&headers("999999999"), now),
+            Some(Duration::from_secs(999_999_999))
+        );
+        // A busy server's wait is capped; a refusal's is passed on as sent.
+        assert!(matches!(
+            classify(503, Some(Duration::from_secs(999_999_999)), vec![]),
+            Err(Failure::Busy {
+                retry_after: Some(MAX_BACKOFF),
+                ..
+            })
+        ));
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }

@@ -66,6 +66,8 @@ export type CreateTicket = S['CreateTicket'];
 export type UpdateTicket = S['UpdateTicket'];
 export type CreateReply = S['CreateReply'];
 export type StripeAck = S['StripeAck'];
+export type OfflineActivationResponse = S['OfflineActivationResponse'];
+export type Churn = S['Churn'];
 
 /** `limit` (1–100) and `cursor`, the parameters every list takes. */
 export interface PageParams {
@@ -239,6 +241,22 @@ export class Licenses extends Namespace {
   /** A new key for the license; the old one answers NOT_FOUND at once. */
   reissue(id: string, o?: O): Promise<LicenseEnvelope> {
     return this.t.call('post', '/api/licenses/{id}/reissue', { params: { id } }, o);
+  }
+  /**
+   * Air-gapped activation: sends an activation request made offline (`requestOfflineActivation`)
+   * and returns the license file for that machine (201 new seat, 200 lease renewed). The license
+   * key inside the request is the credential.
+   */
+  activateOffline(body: { request: string }, o?: O): Promise<OfflineActivationResponse> {
+    return this.t.call('post', '/api/licenses/offline-activations', { body }, o);
+  }
+  /** Frees an air-gapped device's seat with the proof its device key signed (`createDeactivationProof`). */
+  deactivateOffline(body: { proof: string }, o?: O): Promise<void> {
+    return this.t.call('post', '/api/licenses/offline-deactivations', { body }, o);
+  }
+  /** Resets the license's churn budget (admin; audited). */
+  resetChurn(id: string, o?: O): Promise<LicenseEnvelope> {
+    return this.t.call('post', '/api/licenses/{id}/churn/reset', { params: { id } }, o);
   }
 }
 

@@ -22,7 +22,7 @@ export abstract class EcosireRequestError extends Error {
  * HTML 502, say) still becomes an `EcosireError`, with `code` `HTTP_<status>`.
  */
 export class EcosireError extends EcosireRequestError {
-  override readonly name = 'EcosireError';
+  override readonly name: string = 'EcosireError';
   /** The HTTP status. */
   readonly status: number;
   /** The stable SCREAMING_SNAKE code (`VALIDATION_FAILED`, `LICENSE_REVOKED`, …): branch on this. */
@@ -54,6 +54,21 @@ export class EcosireError extends EcosireRequestError {
     this.requestId = init.requestId;
     this.retryAfterS = init.retryAfterS;
     this.problem = init.problem;
+  }
+}
+
+/**
+ * 409 `CHURN_LIMIT_REACHED`: the license has freed as many seats in the last 30 days as its
+ * product allows (`max_deactivations_per_30d`). Nothing changed; `retryAt` is when the next
+ * deactivation is possible (the problem's `retry_at`).
+ */
+export class EcosireChurnLimitError extends EcosireError {
+  override readonly name: string = 'EcosireChurnLimitError';
+  readonly retryAt: Date;
+  constructor(init: ConstructorParameters<typeof EcosireError>[0]) {
+    super(init);
+    const at = init.problem?.retry_at;
+    this.retryAt = at ? new Date(at) : new Date(Date.now() + (init.retryAfterS ?? 0) * 1000);
   }
 }
 

@@ -2,7 +2,7 @@
 // mapping of error answers to EcosireError. Namespaces call `call()` with a path of the OpenAPI
 // document, so a path or a body that does not match the spec fails to compile.
 
-import { EcosireError, EcosireNetworkError, EcosireTimeoutError, type Problem } from './errors.js';
+import { EcosireChurnLimitError, EcosireError, EcosireNetworkError, EcosireTimeoutError, type Problem } from './errors.js';
 import type { paths } from './generated/schema.js';
 import { PageRequest, type Page } from './pagination.js';
 
@@ -242,7 +242,8 @@ class EcosireRequestFailure {
       // Not JSON: an answer from something in front of the server.
     }
     const retryAfterS = parseRetryAfter(res.headers.get('retry-after'));
-    const error = new EcosireError({
+    const Kind = problem?.code === 'CHURN_LIMIT_REACHED' ? EcosireChurnLimitError : EcosireError;
+    const error = new Kind({
       status: res.status,
       code: problem?.code ?? `HTTP_${res.status}`,
       message: problem?.message ?? problem?.detail ?? (res.statusText || `HTTP ${res.status}`),

@@ -8,5 +8,13 @@ export type { RequestOptions } from './http.js';
 export * from './errors.js';
 export { verifyLicenseToken, type LicenseTokenClaims, type VerifyLicenseTokenOptions } from './tokens.js';
 export { verifyWebhook, type WebhookEvent, type VerifyWebhookOptions } from './webhooks.js';
+export {
+  requestOfflineActivation,
+  importLicenseFile,
+  createDeactivationProof,
+  type OfflineActivationState,
+  type OfflineActivationRequestOptions,
+  type ImportLicenseFileOptions,
+} from './offline.js';
 export { LicenseGuard, type LicenseCheck, type LicenseGuardOptions } from './guard.js';
 export type { components, operations, paths } from './generated/schema.js';
