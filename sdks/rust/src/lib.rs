@@ -36,12 +36,20 @@
 //!    again, is valid until its `exp` — [`Status::Offline`] — unless the local clock is behind
 //!    the latest trusted time by more than the tolerance ([`Error::ClockRollback`]) or the cache
 //!    file is not intact ([`Error::CacheRefused`]).
+//! 3. Revocation lists: after every online answer the client fetches the product's signed
+//!    revocation list (`GET /api/licenses/revocations`, with `If-None-Match`), and when the server
+//!    cannot be reached, the configured mirror's copy
+//!    ([`ClientBuilder::revocation_mirror`]). An offline check of a license the newest accepted
+//!    list names answers [`Status::Invalid`] (`REVOKED` or `SUSPENDED`), whatever its token's
+//!    `exp`.
 //!
 //! # Layout
 //!
 //! - `client`: [`LicenseClient`] and its builder: activate, check, deactivate, heartbeats.
 //! - `token`: strict verification of the server's EdDSA tokens and the claims they must carry.
 //! - `keys`: [`PublicKeys`], the trusted Ed25519 keys (a JWKS, or raw keys).
+//! - `revocations`: signed revocation lists, accepted (signature, product, `exp`, never an older
+//!   `seq`) and applied to offline checks.
 //! - `cache`: the sealed cache file and the high-water mark of trusted time.
 //! - `net`: sorting HTTP answers (answer, refusal, busy, no answer) and backoff.
 //! - `machine`: the machine id and per-product fingerprints derived from it.
@@ -57,6 +65,7 @@ mod error;
 mod keys;
 mod machine;
 mod net;
+mod revocations;
 mod status;
 mod token;
 
@@ -68,5 +77,6 @@ pub use clock::{Clock, SystemClock};
 pub use error::Error;
 pub use keys::PublicKeys;
 pub use machine::{fingerprint, machine_id};
+pub use revocations::ListError;
 pub use status::{OfflineReason, Status};
 pub use token::{Claims, Grant, TokenError};
