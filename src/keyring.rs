@@ -487,44 +487,18 @@ pub fn activate_license_key(dir: &Path, kid: &str) -> anyhow::Result<KeyState> {
     Ok(state)
 }
 
-/// Why a key may not be retired yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetireRefusal {
-    /// It signs new tokens now: another key must be activated first (even `--force` refuses).
-    Signing,
-    /// Tokens it signed may be unexpired until `until`.
-    TokensLive { until: Timestamp },
-}
-
-impl std::fmt::Display for RetireRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RetireRefusal::Signing => write!(
-                f,
-                "it signs new tokens now; activate its successor first (ecosire keys activate KID)"
-            ),
-            RetireRefusal::TokensLive { until } => write!(
-                f,
-                "tokens it signed may be unexpired until {}; retire it then, or with --force \
-                 (clients holding such tokens then fail offline checks)",
-                until.to_rfc3339()
-            ),
-        }
-    }
-}
-
 /// When the tokens `kid` signed are all expired: it signed until a later key's `signs_from`
-/// came, and no token lives longer than `max_token_life`. `Err(Signing)` while it still signs;
-/// a key that never signed (still pending) may go at once.
+/// came, and no token lives longer than `max_token_life`. `None` while it still signs; a key
+/// that never signed (still pending) may go at once.
 pub fn retire_after(
     keys: &[LicenseKey],
     kid: &str,
     max_token_life: Duration,
     now_ms: i64,
-) -> anyhow::Result<Result<Timestamp, RetireRefusal>> {
+) -> anyhow::Result<Option<Timestamp>> {
     let key = find(keys, kid)?;
     if key.state.signs_from.ms() > now_ms {
-        return Ok(Ok(Timestamp(now_ms)));
+        return Ok(Some(Timestamp(now_ms)));
     }
     let pos = keys.iter().position(|k| k.kid == kid).expect("found");
     let superseded = keys[pos + 1..]
@@ -532,10 +506,7 @@ pub fn retire_after(
         .map(|k| k.state.signs_from.ms())
         .find(|&from| from <= now_ms);
     let life = i64::try_from(max_token_life.as_millis()).unwrap_or(i64::MAX);
-    Ok(match superseded {
-        None => Err(RetireRefusal::Signing),
-        Some(at) => Ok(Timestamp(at.saturating_add(life))),
-    })
+    Ok(superseded.map(|at| Timestamp(at.saturating_add(life))))
 }
 
 /// `ecosire keys retire KID`: removes the key from the JWKS once no token it signed can be
@@ -554,14 +525,16 @@ pub fn retire_license_key(
         return Ok(key.state.clone());
     }
     match retire_after(&keys, kid, max_token_life, now.ms())? {
-        Err(RetireRefusal::Signing) => {
-            anyhow::bail!("key {kid} cannot be retired: {}", RetireRefusal::Signing)
-        }
-        Ok(until) if until > now && !force => anyhow::bail!(
-            "key {kid} cannot be retired yet: {}",
-            RetireRefusal::TokensLive { until }
+        None => anyhow::bail!(
+            "key {kid} cannot be retired: it signs new tokens now; activate its successor first \
+             (ecosire keys activate KID)"
         ),
-        Ok(_) => {}
+        Some(until) if until > now && !force => anyhow::bail!(
+            "key {kid} cannot be retired yet: tokens it signed may be unexpired until {}; retire \
+             it then, or with --force (clients holding such tokens then fail offline checks)",
+            until.to_rfc3339()
+        ),
+        Some(_) => {}
     }
     let state = KeyState {
         retired_at: Some(now),
