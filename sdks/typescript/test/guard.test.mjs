@@ -172,8 +172,7 @@ test('LicenseGuard: after a key rotation, an unknown kid refreshes the JWKS at m
   // Staged rotation: the new key is published at once but the old one keeps signing, so the
   // guard's keys still verify every token and nothing is fetched.
   const rotated = server.cli('keys', 'rotate');
-  const kid = rotated.match(/signing key (\S+):/)[1];
-  clock += 61_000;
+  const kid = rotated.match(/signing key (\S+):/)?.[1] ?? assert.fail(rotated);
   assert.equal((await guard.check()).status, 'valid');
   assert.equal(jwksFetches, 1);
   // Activated (across a restart, so the server is certain to sign with it; same port).

@@ -529,6 +529,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/licenses/revocations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed revocation list of a product: a compact JWS (`typ: revocations+jwt`, EdDSA, the
+         *     license signing keys of the JWKS) whose claims name its revoked and suspended licenses, with
+         *     a `seq` that only grows. Public and cacheable: it may be mirrored as a static file anywhere
+         *     and is still verified by its signature. `If-None-Match` with the `ETag` answers 304.
+         */
+        get: operations["get_revocation_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/licenses/validate": {
         parameters: {
             query?: never;
@@ -1437,6 +1459,43 @@ export interface components {
             field: string;
             message: string;
         };
+        /**
+         * @description A Golomb-coded set of license ids (the large-list form of [`RevocationClaims`]).
+         *
+         *     Membership of `id`: `h = u64 (big-endian) of the first 8 bytes of SHA-256(salt ‖ id) mod m`;
+         *     the set holds the `count` distinct such values of its ids, sorted, each encoded as its
+         *     difference from the previous one (the first from 0): the quotient `d >> p` in unary (that
+         *     many 1 bits, then a 0), then the low `p` bits, most significant first, bits packed from the
+         *     most significant bit of each byte. `id` is in the set when `h` is among the values (false
+         *     positives at rate 2^-p).
+         */
+        GcsFilter: {
+            /**
+             * @description Always `gcs-sha256`.
+             * @example gcs-sha256
+             */
+            alg: string;
+            /**
+             * Format: int64
+             * @description How many values are encoded.
+             */
+            count: number;
+            /** @description base64url of the bit stream. */
+            data: string;
+            /**
+             * Format: int64
+             * @description The hash range: the number of ids × 2^p.
+             */
+            m: number;
+            /**
+             * Format: int32
+             * @description Bits of each remainder; the false-positive rate is 2^-p.
+             * @example 20
+             */
+            p: number;
+            /** @description base64url, 16 bytes. */
+            salt: string;
+        };
         Health: {
             /** @example ok */
             status: string;
@@ -2064,6 +2123,40 @@ export interface components {
         ResetRequest: {
             /** @example ann@example.com */
             email: string;
+        };
+        /**
+         * @description The claims of a revocation list. Each set is present in exactly one form: `revoked` (ids) or
+         *     `revoked_filter`, and `suspended` or `suspended_filter`.
+         */
+        RevocationClaims: {
+            /** @description Always `ecosire:revocations`. */
+            aud: string;
+            /**
+             * Format: int64
+             * @description Unix seconds: the list is not acceptable after this.
+             */
+            exp: number;
+            /**
+             * Format: int64
+             * @description Unix seconds: the start of the hour in which the list was signed.
+             */
+            iat: number;
+            /** @description The configured issuer, as in license tokens. */
+            iss: string;
+            /** @description The product id. */
+            product: string;
+            /** @description Ids of the product's revoked licenses, sorted (at most 1,000; else `revoked_filter`). */
+            revoked?: string[] | null;
+            revoked_filter?: null | components["schemas"]["GcsFilter"];
+            /**
+             * Format: int64
+             * @description Orders the lists of a product: it grows with every change to the sets and never goes
+             *     backwards. Refuse a list with a lower `seq` than one already seen.
+             */
+            seq: number;
+            /** @description Ids of the product's suspended licenses, sorted (at most 1,000; else `suspended_filter`). */
+            suspended?: string[] | null;
+            suspended_filter?: null | components["schemas"]["GcsFilter"];
         };
         RevokeRequest: {
             /** @description Recorded with the event. */
@@ -8251,6 +8344,150 @@ export interface operations {
                      *       "statusCode": 401,
                      *       "title": "Unauthorized",
                      *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_revocation_list: {
+        parameters: {
+            query: {
+                /** @description The product, by id or slug. */
+                product: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A compact JWS; its claims are a RevocationClaims object */
+            200: {
+                headers: {
+                    /** @description public, max-age=60, stale-while-revalidate=60 */
+                    "Cache-Control"?: string;
+                    /** @description Names these exact bytes (the same on every instance) */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/jwt": string;
+                };
+            };
+            /** @description Not modified: the If-None-Match ETag is current */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND: no such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
