@@ -315,18 +315,13 @@ fn read_license_keys(dir: &Path, convert: bool) -> anyhow::Result<Vec<LicenseKey
                 kid: jws::thumbprint(&public),
                 public,
                 state: read_state(&file)?,
-                list_signer: Arc::new(Signer::new(
-                    key.clone(),
-                    crate::licensing::revocations::TYP,
-                )),
+                list_signer: Arc::new(Signer::new(key.clone(), crate::licensing::revocations::TYP)),
                 signer: Arc::new(Signer::new(key, "JWT")),
                 file,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    keys.sort_by(|a, b| {
-        (a.state.signs_from, &a.file).cmp(&(b.state.signs_from, &b.file))
-    });
+    keys.sort_by(|a, b| (a.state.signs_from, &a.file).cmp(&(b.state.signs_from, &b.file)));
     Ok(keys)
 }
 
@@ -349,7 +344,11 @@ fn stamp(dir: &Path) -> Stamp {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("license-")))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("license-"))
+        })
         .map(|e| {
             let meta = e.metadata().ok();
             let len = meta.as_ref().map_or(0, |m| m.len());
@@ -421,7 +420,9 @@ impl LicenseKeys {
                 true
             }
             Ok(_) => {
-                tracing::warn!("the keys folder has no live license signing key; keeping the keys in use");
+                tracing::warn!(
+                    "the keys folder has no live license signing key; keeping the keys in use"
+                );
                 false
             }
             Err(e) => {
@@ -477,7 +478,10 @@ fn find<'a>(keys: &'a [LicenseKey], kid: &str) -> anyhow::Result<&'a LicenseKey>
 pub fn activate_license_key(dir: &Path, kid: &str) -> anyhow::Result<KeyState> {
     let keys = read_license_keys(dir, false).map_err(in_keys_dir)?;
     let key = find(&keys, kid)?;
-    anyhow::ensure!(!key.retired(), "key {kid} is retired; rotate to a new key instead");
+    anyhow::ensure!(
+        !key.retired(),
+        "key {kid} is retired; rotate to a new key instead"
+    );
     let now = Timestamp::now();
     let state = KeyState {
         signs_from: key.state.signs_from.min(now),

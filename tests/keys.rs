@@ -12,10 +12,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ecosire::keyring::{self, Keyring};
-use serde_json::{Value, json};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use serde_json::{Value, json};
 
 /// Reads a private key with OpenSSL and returns the raw public key it derives from it.
 #[track_caller]
@@ -138,7 +138,10 @@ fn v2_key_files_from_earlier_versions_are_converted_at_start_keeping_their_kid()
 // ---------------------------------------------------------------------------------------------
 
 async fn jwks(app: &common::TestApp) -> Value {
-    app.get("/.well-known/jwks.json", None).await.expect(200).clone()
+    app.get("/.well-known/jwks.json", None)
+        .await
+        .expect(200)
+        .clone()
 }
 
 /// A fresh token (a nonce of its own, so never a reused one) for `key`.
@@ -171,14 +174,18 @@ fn kids(jwks: &Value) -> Vec<String> {
 /// Verifies a license token with a JWKS document, as an offline client holding it would.
 fn verifies_with(token: &str, jwks: &Value) -> bool {
     let key_for = |kid: &str| {
-        jwks["keys"].as_array()?.iter().find(|k| k["kid"] == kid).map(|k| {
-            let x: [u8; 32] = URL_SAFE_NO_PAD
-                .decode(k["x"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
-        })
+        jwks["keys"]
+            .as_array()?
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| {
+                let x: [u8; 32] = URL_SAFE_NO_PAD
+                    .decode(k["x"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
+            })
     };
     ecosire::jws::verify::<Value>(token, "JWT", key_for).is_ok()
 }
@@ -212,7 +219,10 @@ async fn a_rotated_key_is_published_at_once_signs_after_activation_and_retires_o
         .await;
     list.expect(200);
     assert_eq!(kid_of(&list.text), old);
-    assert!(verifies_with(&during, &cached), "a client with the old JWKS");
+    assert!(
+        verifies_with(&during, &cached),
+        "a client with the old JWKS"
+    );
 
     // The key that signs cannot be retired, forced or not; a pending one could be.
     let life = ecosire::licensing::revocations::max_token_life(&app.state.db)
@@ -257,8 +267,7 @@ async fn a_rotated_key_is_published_at_once_signs_after_activation_and_retires_o
     assert!(!verifies_with(&before, &jwks(&app).await));
     // The state persists beside the key: a restart sees the same schedule.
     let restarted =
-        common::TestApp::from_config(app.state.config.clone(), tempfile::tempdir().unwrap())
-            .await;
+        common::TestApp::from_config(app.state.config.clone(), tempfile::tempdir().unwrap()).await;
     assert_eq!(kids(&jwks(&restarted).await), vec![new.clone()]);
     let sidecars = std::fs::read_dir(&dir)
         .unwrap()
@@ -300,11 +309,14 @@ async fn the_cli_rotates_lists_activates_and_retires() {
     assert!(ok, "{err}");
     assert!(out.contains("published now, signs from"), "{out}");
     let (_, listed, _) = run(&["keys", "list"], "3600");
-    let rows: Vec<Vec<&str>> = listed.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
     assert_eq!(rows.len(), 2, "{listed}");
-    let state_of = |rows: &[Vec<&str>], s: &str| {
-        rows.iter().find(|r| r[1] == s).map(|r| r[0].to_string())
-    };
+    let state_of =
+        |rows: &[Vec<&str>], s: &str| rows.iter().find(|r| r[1] == s).map(|r| r[0].to_string());
     let old = state_of(&rows, "signing").expect("one signing key");
     let new = state_of(&rows, "pending").expect("one pending key");
 
@@ -314,7 +326,11 @@ async fn the_cli_rotates_lists_activates_and_retires() {
     let (ok, _, err) = run(&["keys", "activate", &new], "3600");
     assert!(ok, "{err}");
     let (_, listed, _) = run(&["keys", "list"], "3600");
-    let rows: Vec<Vec<&str>> = listed.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
     assert_eq!(state_of(&rows, "signing"), Some(new.clone()), "{listed}");
     // No license exists yet, but a revocation list it signed may: its lifetime bounds the wait.
     let (ok, _, err) = run(&["keys", "retire", &old], "3600");

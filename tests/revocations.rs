@@ -11,21 +11,31 @@ use ecosire::licensing::revocations::{self, RevocationClaims};
 use serde_json::{Value, json};
 
 fn str_of(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
 }
 
 /// Verifies a list with the JWKS the server publishes, as any client would.
 async fn verify(app: &TestApp, jws: &str) -> RevocationClaims {
-    let jwks = app.get("/.well-known/jwks.json", None).await.expect(200).clone();
+    let jwks = app
+        .get("/.well-known/jwks.json", None)
+        .await
+        .expect(200)
+        .clone();
     let key_for = |kid: &str| {
-        jwks["keys"].as_array()?.iter().find(|k| k["kid"] == kid).map(|k| {
-            let x: [u8; 32] = URL_SAFE_NO_PAD
-                .decode(k["x"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap();
-            ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
-        })
+        jwks["keys"]
+            .as_array()?
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| {
+                let x: [u8; 32] = URL_SAFE_NO_PAD
+                    .decode(k["x"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
+            })
     };
     ecosire::jws::verify(jws, revocations::TYP, key_for).expect("a list the JWKS verifies")
 }
@@ -33,7 +43,10 @@ async fn verify(app: &TestApp, jws: &str) -> RevocationClaims {
 /// The list of `product` (id or slug): the raw answer and its verified claims.
 async fn list(app: &TestApp, product: &str) -> (common::TestResponse, RevocationClaims) {
     let r = app
-        .get(&format!("/api/licenses/revocations?product={product}"), None)
+        .get(
+            &format!("/api/licenses/revocations?product={product}"),
+            None,
+        )
         .await;
     r.expect(200);
     let claims = verify(app, &r.text).await;
@@ -190,7 +203,10 @@ async fn a_large_set_is_sent_as_a_golomb_coded_filter() {
     assert_eq!(c.seq, 1);
     assert!(c.revoked.is_none());
     let f = c.revoked_filter.as_ref().expect("a filter above the limit");
-    assert_eq!((f.alg.as_str(), f.p, f.count), ("gcs-sha256", 20, n as u64 + 1));
+    assert_eq!(
+        (f.alg.as_str(), f.p, f.count),
+        ("gcs-sha256", 20, n as u64 + 1)
+    );
     let revoked: Vec<String> =
         sqlx::query_scalar("SELECT id FROM licenses WHERE product_id = $1 AND status = 'revoked'")
             .bind(&pid)

@@ -31,7 +31,10 @@ impl Mirror {
             )
             .with_state(body.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/lists/product.jws", listener.local_addr().unwrap());
+        let url = format!(
+            "http://{}/lists/product.jws",
+            listener.local_addr().unwrap()
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         Mirror { body, url }
     }
@@ -171,7 +174,10 @@ async fn a_revoked_license_is_refused_offline_at_the_next_list_the_client_sees()
     mirror.serve(&seq0);
     let err = a.update_revocations().await.unwrap_err();
     assert!(
-        matches!(err, Error::RevocationList(ListError::Rollback { seq: 0, seen: 2 })),
+        matches!(
+            err,
+            Error::RevocationList(ListError::Rollback { seq: 0, seen: 2 })
+        ),
         "{err:?}"
     );
     let st = b.check().await.unwrap();
@@ -186,7 +192,10 @@ async fn a_revoked_license_is_refused_offline_at_the_next_list_the_client_sees()
     parts[1] = &forged_claims;
     mirror.serve(&parts.join("."));
     let err = b.update_revocations().await.unwrap_err();
-    assert!(matches!(err, Error::RevocationList(ListError::Token(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::RevocationList(ListError::Token(_))),
+        "{err:?}"
+    );
     // The revoked license's token is gone for good; a list is kept across restarts of the app.
     let restarted = s.client("b", Some(&mirror.url));
     let st = restarted.check().await.unwrap();
@@ -225,7 +234,10 @@ async fn a_client_that_pinned_the_old_jwks_keeps_verifying_through_a_staged_rota
     let (_, key) = s.server.license(&s.http, &s.admin, &s.product_id).await;
     let client = s.client("a", None);
     assert!(matches!(
-        client.activate(&key, client.machine_fingerprint()).await.unwrap(),
+        client
+            .activate(&key, client.machine_fingerprint())
+            .await
+            .unwrap(),
         Status::Valid(_)
     ));
     let kid_of = |st: &Status| {
@@ -243,11 +255,9 @@ async fn a_client_that_pinned_the_old_jwks_keeps_verifying_through_a_staged_rota
     let old = kid_of(&client.check().await.unwrap());
 
     // Staged: published at once (the running server re-reads its keys folder), not yet signing.
-    let (new, _) = ecosire::keyring::rotate_license_key(
-        &s.deployment.keys_dir,
-        Duration::from_secs(86_400),
-    )
-    .unwrap();
+    let (new, _) =
+        ecosire::keyring::rotate_license_key(&s.deployment.keys_dir, Duration::from_secs(86_400))
+            .unwrap();
     let st = client.check().await.unwrap();
     assert_eq!(kid_of(&st), old, "the old key signs during the lead");
     // The list fetched with that check is signed by the old key too: verified with pinned keys.

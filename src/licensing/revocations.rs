@@ -182,7 +182,9 @@ pub fn gcs_contains(f: &GcsFilter, id: &str) -> Option<bool> {
     let h = gcs_hash(&salt, id, f.m);
     let mut pos = 0usize;
     let mut bit = || {
-        let b = data.get(pos / 8).map(|byte| byte & (0x80 >> (pos % 8)) != 0);
+        let b = data
+            .get(pos / 8)
+            .map(|byte| byte & (0x80 >> (pos % 8)) != 0);
         pos += 1;
         b
     };
@@ -337,14 +339,7 @@ impl RevocationLists {
                 _ => {}
             }
         }
-        let claims = build_claims(
-            issuer,
-            product_id,
-            seq,
-            iat,
-            revoked,
-            suspended,
-        );
+        let claims = build_claims(issuer, product_id, seq, iat, revoked, suspended);
         let jws = signer.sign(&claims);
         let etag = format!("\"{}\"", hex::encode(&sha256(jws.as_bytes())[..12]));
         let list = Arc::new(SignedList {
@@ -424,14 +419,20 @@ pub async fn get_revocation_list(
         .await?;
     let cache = [
         (header::ETAG, list.etag.clone()),
-        (header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL)),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(CACHE_CONTROL),
+        ),
     ];
     if not_modified(&headers, &list.etag) {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
     }
     Ok((
         cache,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwt"),
+        )],
         list.body.clone(),
     )
         .into_response())

@@ -560,10 +560,9 @@ impl LicenseClient {
             return Ok(None);
         }
         if !res.status().is_success() {
-            return Err(Error::Unreachable(OfflineReason::UnexpectedAnswer(format!(
-                "HTTP {} for the revocation list",
-                res.status().as_u16()
-            ))));
+            return Err(Error::Unreachable(OfflineReason::UnexpectedAnswer(
+                format!("HTTP {} for the revocation list", res.status().as_u16()),
+            )));
         }
         let etag = res
             .headers()

@@ -45,7 +45,9 @@ impl Gcs {
         let h = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % self.m;
         let mut pos = 0usize;
         let mut bit = || {
-            let b = data.get(pos / 8).map(|byte| byte & (0x80 >> (pos % 8)) != 0);
+            let b = data
+                .get(pos / 8)
+                .map(|byte| byte & (0x80 >> (pos % 8)) != 0);
             pos += 1;
             b
         };
@@ -108,7 +110,9 @@ impl Listed {
 /// is signed, so it is the server's, and refusing is the side to err on.
 fn in_set(ids: &Option<Vec<String>>, filter: &Option<Gcs>, id: &str) -> bool {
     ids.as_ref().is_some_and(|ids| ids.iter().any(|i| i == id))
-        || filter.as_ref().is_some_and(|f| f.contains(id) != Some(false))
+        || filter
+            .as_ref()
+            .is_some_and(|f| f.contains(id) != Some(false))
 }
 
 impl ListClaims {
@@ -173,7 +177,10 @@ pub(crate) fn accept(
         return Err(ListError::Expired { exp: c.exp });
     }
     match want.seen {
-        Some((seq, _)) if c.seq < seq => Err(ListError::Rollback { seq: c.seq, seen: seq }),
+        Some((seq, _)) if c.seq < seq => Err(ListError::Rollback {
+            seq: c.seq,
+            seen: seq,
+        }),
         // The same list again, or the same seq signed earlier: nothing newer.
         Some((seq, iat)) if c.seq == seq && c.iat <= iat => Ok(None),
         _ => Ok(Some(c)),
@@ -221,7 +228,10 @@ mod tests {
             "exp": iat + 3 * 86_400, "revoked": ["lic_r"], "suspended": ["lic_s"],
         });
         change(&mut c);
-        sign(serde_json::json!({"alg": "EdDSA", "typ": TYP, "kid": "k"}), c)
+        sign(
+            serde_json::json!({"alg": "EdDSA", "typ": TYP, "kid": "k"}),
+            c,
+        )
     }
 
     fn keys(kid: &str) -> Option<VerifyingKey> {
