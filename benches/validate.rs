@@ -327,7 +327,7 @@ fn bench_http(c: &mut Criterion) {
         .expect("cache")
         .expect("known key");
     let now = now_ms();
-    let token = snap.sign(&bench.state.keys.license, ISSUER, None, None, now);
+    let token = snap.sign(&bench.state.keys.signer(), ISSUER, None, None, now);
 
     let mut g = c.benchmark_group("parts");
     g.bench_function("key_parse_digest", |b| {

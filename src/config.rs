@@ -30,6 +30,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `ECOSIRE_KEYS_DIR`: the signing keys and the data key.
     pub keys_dir: PathBuf,
+    /// `ECOSIRE_KEY_PUBLISH_LEAD_S`: how long `ecosire keys rotate` publishes a new license key
+    /// before it signs, so clients that cache the JWKS learn its kid before they meet it.
+    pub key_publish_lead: Duration,
     /// `ECOSIRE_ADMIN_EMAIL`, normalised: the admin created at start (with `admin_password`).
     pub admin_email: Option<String>,
     /// `ECOSIRE_ADMIN_PASSWORD`: the password of `admin_email`.
@@ -207,6 +210,7 @@ impl std::fmt::Debug for Config {
             .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("keys_dir", &self.keys_dir)
+            .field("key_publish_lead", &self.key_publish_lead)
             .field("admin_email", &self.admin_email)
             .field("admin_password", &redact(&self.admin_password))
             .field(
@@ -310,6 +314,7 @@ impl Default for Config {
             db_acquire_timeout: crate::db::DEFAULT_ACQUIRE_TIMEOUT,
             db_max_connections: 16,
             keys_dir: "keys".into(),
+            key_publish_lead: Duration::from_secs(86_400),
             admin_email: None,
             admin_password: None,
             stripe_webhook_secret: None,
@@ -440,6 +445,12 @@ pub fn variables() -> Vec<Variable> {
             value("keys"),
             "/var/lib/ecosire/keys",
             "folder of the signing keys and the data key; missing keys are generated at start",
+        ),
+        var(
+            "ECOSIRE_KEY_PUBLISH_LEAD_S",
+            value("86400"),
+            "3600",
+            "seconds a key added by ecosire keys rotate is published before it signs (ecosire keys activate KID: at once)",
         ),
         var(
             "ECOSIRE_ADMIN_EMAIL",
@@ -832,6 +843,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .map_or_else(|| Config::default().keys_dir, PathBuf::from)
     }
 
+    /// `ECOSIRE_KEY_PUBLISH_LEAD_S`.
+    pub fn key_publish_lead(&self) -> Result<Duration, ConfigError> {
+        Ok(self
+            .seconds("ECOSIRE_KEY_PUBLISH_LEAD_S", 0)?
+            .unwrap_or(Config::default().key_publish_lead))
+    }
+
     /// `ECOSIRE_TOKEN_ISSUER`.
     pub fn token_issuer(&self) -> String {
         self.get("ECOSIRE_TOKEN_ISSUER")
@@ -955,6 +973,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .count("ECOSIRE_DB_MAX_CONNECTIONS")?
             .map_or(c.db_max_connections, |n| n.min(10_000) as u32);
         c.keys_dir = self.keys_dir();
+        c.key_publish_lead = self.key_publish_lead()?;
         c.admin_email = self.parse("ECOSIRE_ADMIN_EMAIL", |v| {
             crate::http::checks::normalize_email(v)
                 .ok_or_else(|| format!("'{v}' is not a valid email address"))

@@ -1,7 +1,9 @@
 //! Signing keys in `keys/`: Ed25519 as PKCS#8 v1 PEM (private key only: OpenSSL 3 and Python's
 //! `cryptography` refuse the v2 form with the public key, which older versions wrote and which is
-//! converted at start). `license-<ms>.pem` files sign license tokens (the newest signs; all are
-//! published in the JWKS so rotation never breaks offline clients); `session.pem` signs login
+//! converted at start). `license-<ms>.pem` files sign license tokens (each with a sidecar
+//! `license-<ms>.json` saying when it was published, from when it signs and whether it is
+//! retired: staged rotation publishes a key a day before it signs, so clients that refresh their
+//! JWKS know it before they meet it; every key not retired is published); `session.pem` signs login
 //! JWTs and is never published; `data.key` encrypts readable secrets.
 //!
 //! Keys are generated only while nothing depends on them: once the database holds licenses or
@@ -9,6 +11,8 @@
 //! replacing it would make every sealed value unreadable and every token in the field unverifiable.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use ed25519_dalek::pkcs8::{
     DecodePrivateKey, EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding,
@@ -19,14 +23,14 @@ use crate::crypto::DataKey;
 use crate::db::{Db, error_cause};
 use crate::fsutil;
 use crate::jws::{self, Signer};
+use crate::timestamp::Timestamp;
 
 /// Everything loaded from the keys folder.
 #[derive(Clone, Debug)]
 pub struct Keyring {
-    /// Signs new license tokens (the newest `license-*.pem`).
-    pub license: Signer,
-    /// Every published license key, newest first.
-    pub published: Vec<(String, VerifyingKey)>,
+    /// The license signing keys with their schedules, re-read when the folder changes: see
+    /// [`Keyring::signer`], [`Keyring::published`].
+    pub license: Arc<LicenseKeys>,
     /// Signs session JWTs.
     pub session: Signer,
     pub data: DataKey,
@@ -223,16 +227,325 @@ fn license_key_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn new_license_key(dir: &Path) -> anyhow::Result<String> {
-    let ms = crate::timestamp::now_ms();
-    let path = dir.join(format!("license-{ms:016}.pem"));
-    let key = write_new_key(&path)?;
-    Ok(jws::thumbprint(&key.verifying_key()))
+/// The lifecycle of a license signing key, kept beside it as `license-<ms>.json` (the sidecar).
+///
+/// Why a file and not a table: the keys folder is already what every instance shares (or holds
+/// a copy of) and what backups carry with the database; a key and its schedule travel together,
+/// `ecosire keys …` works on the folder alone, and a restored folder can never disagree with a
+/// database about which keys exist. A key without a sidecar (written before staged rotation)
+/// was published and signing from the time in its file name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyState {
+    /// When the key appeared in the JWKS.
+    pub published_at: Timestamp,
+    /// From when it signs: of the keys whose time has come, the one that came last signs.
+    pub signs_from: Timestamp,
+    /// When it left the JWKS; a retired key never signs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Timestamp>,
 }
 
-/// Adds a new license signing key; it becomes the active signer at the next start. Returns its kid.
+/// One license signing key of the folder.
+#[derive(Debug, Clone)]
+pub struct LicenseKey {
+    pub kid: String,
+    pub public: VerifyingKey,
+    pub state: KeyState,
+    pub file: PathBuf,
+    signer: Arc<Signer>,
+    /// The same key with the `typ` of revocation lists.
+    list_signer: Arc<Signer>,
+}
+
+impl LicenseKey {
+    fn retired(&self) -> bool {
+        self.state.retired_at.is_some()
+    }
+}
+
+/// The sidecar of a key file: `license-<ms>.pem` → `license-<ms>.json`.
+fn sidecar(pem: &Path) -> PathBuf {
+    pem.with_extension("json")
+}
+
+/// The unix milliseconds in a key file's name (`license-<ms>.pem`).
+fn created_ms(pem: &Path) -> i64 {
+    pem.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("license-"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_state(pem: &Path) -> anyhow::Result<KeyState> {
+    let path = sidecar(pem);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a key state file ({e})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let at = Timestamp(created_ms(pem));
+            Ok(KeyState {
+                published_at: at,
+                signs_from: at,
+                retired_at: None,
+            })
+        }
+        Err(e) => anyhow::bail!("cannot read {}: {}", path.display(), fsutil::io_cause(&e)),
+    }
+}
+
+fn write_state(pem: &Path, state: &KeyState) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(state).expect("serializable");
+    fsutil::replace_secret(&sidecar(pem), format!("{json}\n").as_bytes())
+}
+
+/// Every license key of the folder (retired ones too), in signing order: by `signs_from`, then
+/// by file name. `convert` rewrites v2 files as v1 (the server); tools only read.
+fn read_license_keys(dir: &Path, convert: bool) -> anyhow::Result<Vec<LicenseKey>> {
+    let mut keys = license_key_files(dir)?
+        .into_iter()
+        .map(|file| {
+            let key = if convert {
+                load_key(&file)?
+            } else {
+                read_key(&file)?.0
+            };
+            let public = key.verifying_key();
+            Ok(LicenseKey {
+                kid: jws::thumbprint(&public),
+                public,
+                state: read_state(&file)?,
+                list_signer: Arc::new(Signer::new(key.clone(), crate::licensing::revocations::TYP)),
+                signer: Arc::new(Signer::new(key, "JWT")),
+                file,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    keys.sort_by(|a, b| (a.state.signs_from, &a.file).cmp(&(b.state.signs_from, &b.file)));
+    Ok(keys)
+}
+
+/// The key that signs at `now_ms`: of the live keys whose `signs_from` has come, the last in
+/// signing order; while none has come (only pending keys), the first pending one.
+pub fn signing_key(keys: &[LicenseKey], now_ms: i64) -> Option<&LicenseKey> {
+    let mut live = keys.iter().filter(|k| !k.retired());
+    let first = live.clone().next();
+    live.rfind(|k| k.state.signs_from.ms() <= now_ms).or(first)
+}
+
+/// How often a running server looks at the keys folder for changes (besides every JWKS request).
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a folder stamp compares: each license key file and sidecar with its size and mtime.
+type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+fn stamp(dir: &Path) -> Stamp {
+    let mut s: Stamp = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("license-"))
+        })
+        .map(|e| {
+            let meta = e.metadata().ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            (e.path(), len, meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+struct Loaded {
+    keys: Vec<LicenseKey>,
+    stamp: Stamp,
+}
+
+/// The license signing keys of a running server, re-read when the folder changes so that a key
+/// added, activated or retired by `ecosire keys …` (on this machine, or copied in from another)
+/// is published and used without a restart.
+pub struct LicenseKeys {
+    dir: PathBuf,
+    loaded: RwLock<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for LicenseKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loaded = self.current();
+        f.debug_list()
+            .entries(loaded.keys.iter().map(|k| &k.kid))
+            .finish()
+    }
+}
+
+impl LicenseKeys {
+    fn load(dir: &Path) -> anyhow::Result<LicenseKeys> {
+        let stamp = stamp(dir);
+        let keys = read_license_keys(dir, true)?;
+        anyhow::ensure!(
+            keys.iter().any(|k| !k.retired()),
+            "{} has no license signing key that is not retired",
+            dir.display()
+        );
+        Ok(LicenseKeys {
+            dir: dir.to_path_buf(),
+            loaded: RwLock::new(Arc::new(Loaded { keys, stamp })),
+        })
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("keys lock").clone()
+    }
+
+    /// Re-reads the folder if a license key file or sidecar changed since the last read (a
+    /// directory listing and a `stat` per key when nothing did). A folder that cannot be read
+    /// keeps the keys in use, with a warning: a half-copied folder must not stop signing.
+    pub fn refresh(&self) -> bool {
+        let now = stamp(&self.dir);
+        if now == self.current().stamp {
+            return false;
+        }
+        match read_license_keys(&self.dir, true) {
+            Ok(keys) if keys.iter().any(|k| !k.retired()) => {
+                let kids: Vec<&str> = keys
+                    .iter()
+                    .filter(|k| !k.retired())
+                    .map(|k| k.kid.as_str())
+                    .collect();
+                tracing::info!(keys = ?kids, "license signing keys re-read from the keys folder");
+                *self.loaded.write().expect("keys lock") = Arc::new(Loaded { keys, stamp: now });
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    "the keys folder has no live license signing key; keeping the keys in use"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot re-read the keys folder; keeping the keys in use");
+                false
+            }
+        }
+    }
+}
+
+fn new_license_key(dir: &Path, lead: Duration) -> anyhow::Result<(String, KeyState)> {
+    let ms = crate::timestamp::now_ms();
+    let path = dir.join(format!("license-{ms:016}.pem"));
+    let lead_ms = i64::try_from(lead.as_millis()).unwrap_or(i64::MAX);
+    let state = KeyState {
+        published_at: Timestamp(ms),
+        signs_from: Timestamp(ms.saturating_add(lead_ms).min(crate::timestamp::MAX_MS)),
+        retired_at: None,
+    };
+    // The schedule first: a server re-reading the folder between the two writes must never find
+    // the key without it (it would take it for an old key that signs at once).
+    write_state(&path, &state)?;
+    let key = write_new_key(&path)?;
+    Ok((jws::thumbprint(&key.verifying_key()), state))
+}
+
+/// Adds a license signing key that signs at once (a new installation's first key, or an
+/// emergency replacement). Returns its kid.
 pub fn add_license_key(dir: &Path) -> anyhow::Result<String> {
-    new_license_key(dir).map_err(in_keys_dir)
+    new_license_key(dir, Duration::ZERO)
+        .map(|(kid, _)| kid)
+        .map_err(in_keys_dir)
+}
+
+/// Staged rotation: adds a license signing key that is published at once and signs only `lead`
+/// later, so clients that refresh their JWKS meanwhile know its kid before meeting it.
+pub fn rotate_license_key(dir: &Path, lead: Duration) -> anyhow::Result<(String, KeyState)> {
+    new_license_key(dir, lead).map_err(in_keys_dir)
+}
+
+/// Every license key of the folder, retired ones included, in signing order (for `keys list`).
+pub fn license_keys(dir: &Path) -> anyhow::Result<Vec<LicenseKey>> {
+    read_license_keys(dir, false).map_err(in_keys_dir)
+}
+
+fn find<'a>(keys: &'a [LicenseKey], kid: &str) -> anyhow::Result<&'a LicenseKey> {
+    keys.iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| anyhow::anyhow!("no license signing key with kid {kid} in the keys folder"))
+}
+
+/// `ecosire keys activate KID`: the key signs from now on (it is already published).
+pub fn activate_license_key(dir: &Path, kid: &str) -> anyhow::Result<KeyState> {
+    let keys = read_license_keys(dir, false).map_err(in_keys_dir)?;
+    let key = find(&keys, kid)?;
+    anyhow::ensure!(
+        !key.retired(),
+        "key {kid} is retired; rotate to a new key instead"
+    );
+    let now = Timestamp::now();
+    let state = KeyState {
+        signs_from: key.state.signs_from.min(now),
+        ..key.state.clone()
+    };
+    write_state(&key.file, &state).map_err(in_keys_dir)?;
+    Ok(state)
+}
+
+/// When the tokens `kid` signed are all expired: it signed until a later key's `signs_from`
+/// came, and no token lives longer than `max_token_life`. `None` while it still signs; a key
+/// that never signed (still pending) may go at once.
+pub fn retire_after(
+    keys: &[LicenseKey],
+    kid: &str,
+    max_token_life: Duration,
+    now_ms: i64,
+) -> anyhow::Result<Option<Timestamp>> {
+    let key = find(keys, kid)?;
+    if key.state.signs_from.ms() > now_ms {
+        return Ok(Some(Timestamp(now_ms)));
+    }
+    let pos = keys.iter().position(|k| k.kid == kid).expect("found");
+    let superseded = keys[pos + 1..]
+        .iter()
+        .map(|k| k.state.signs_from.ms())
+        .find(|&from| from <= now_ms);
+    let life = i64::try_from(max_token_life.as_millis()).unwrap_or(i64::MAX);
+    Ok(superseded.map(|at| Timestamp(at.saturating_add(life))))
+}
+
+/// `ecosire keys retire KID`: removes the key from the JWKS once no token it signed can be
+/// unexpired (`max_token_life`: the longest offline lease, or a revocation list's lifetime if
+/// longer), earlier only with `force`. Never the key that signs now.
+pub fn retire_license_key(
+    dir: &Path,
+    kid: &str,
+    max_token_life: Duration,
+    force: bool,
+) -> anyhow::Result<KeyState> {
+    let keys = read_license_keys(dir, false).map_err(in_keys_dir)?;
+    let now = Timestamp::now();
+    let key = find(&keys, kid)?;
+    if key.retired() {
+        return Ok(key.state.clone());
+    }
+    match retire_after(&keys, kid, max_token_life, now.ms())? {
+        None => anyhow::bail!(
+            "key {kid} cannot be retired: it signs new tokens now; activate its successor first \
+             (ecosire keys activate KID)"
+        ),
+        Some(until) if until > now && !force => anyhow::bail!(
+            "key {kid} cannot be retired yet: tokens it signed may be unexpired until {}; retire \
+             it then, or with --force (clients holding such tokens then fail offline checks)",
+            until.to_rfc3339()
+        ),
+        Some(_) => {}
+    }
+    let state = KeyState {
+        retired_at: Some(now),
+        ..key.state.clone()
+    };
+    write_state(&key.file, &state).map_err(in_keys_dir)?;
+    Ok(state)
 }
 
 /// Whether `path` exists; an error (e.g. an unreadable folder) is not taken for absence, which
@@ -272,7 +585,8 @@ impl Keyring {
         }
         let mut generated = vec![];
         if license_missing {
-            generated.push(format!("license signing key {}", new_license_key(dir)?));
+            let (kid, _) = new_license_key(dir, Duration::ZERO)?;
+            generated.push(format!("license signing key {kid}"));
         }
         if !exists(&session_path)? {
             write_new_key(&session_path)?;
@@ -293,21 +607,11 @@ impl Keyring {
         if let KeyPolicy::MustExist(held) = policy {
             held.check_data_key(&data, &data_path)?;
         }
-        let mut published = vec![];
-        let mut newest = None;
-        for path in license_key_files(dir)?.iter().rev() {
-            let key = load_key(path)?;
-            published.push((jws::thumbprint(&key.verifying_key()), key.verifying_key()));
-            newest.get_or_insert(key);
-        }
-        let newest = newest
-            .ok_or_else(|| anyhow::anyhow!("{} has no license signing key", dir.display()))?;
-        let license = Signer::new(newest, "JWT");
+        let license = Arc::new(LicenseKeys::load(dir)?);
         let session = Signer::new(load_key(&session_path)?, "at+jwt");
         Ok((
             Keyring {
                 license,
-                published,
                 session,
                 data,
             },
@@ -315,18 +619,55 @@ impl Keyring {
         ))
     }
 
+    /// The key that signs license tokens now (see [`KeyState`]).
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signing(|k| &k.signer)
+    }
+
+    /// The same key, for revocation lists (`typ: revocations+jwt`).
+    pub fn list_signer(&self) -> Arc<Signer> {
+        self.signing(|k| &k.list_signer)
+    }
+
+    fn signing(&self, which: impl Fn(&LicenseKey) -> &Arc<Signer>) -> Arc<Signer> {
+        let loaded = self.license.current();
+        let key = signing_key(&loaded.keys, crate::timestamp::now_ms())
+            .expect("a loaded key set has a live key");
+        which(key).clone()
+    }
+
+    /// Every published (not retired) license key, last in signing order first: pending keys
+    /// included.
+    pub fn published(&self) -> Vec<(String, VerifyingKey)> {
+        self.license
+            .current()
+            .keys
+            .iter()
+            .rev()
+            .filter(|k| !k.retired())
+            .map(|k| (k.kid.clone(), k.public))
+            .collect()
+    }
+
     /// The published license key with this kid.
     pub fn license_key(&self, kid: &str) -> Option<VerifyingKey> {
-        self.published
+        self.license
+            .current()
+            .keys
             .iter()
-            .find(|(k, _)| k == kid)
-            .map(|(_, v)| *v)
+            .find(|k| k.kid == kid && !k.retired())
+            .map(|k| k.public)
+    }
+
+    /// Re-reads the license keys if the folder changed (see [`LicenseKeys::refresh`]).
+    pub fn refresh(&self) -> bool {
+        self.license.refresh()
     }
 
     /// `{"keys": [...]}` for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> jws::Jwks {
         jws::Jwks {
-            keys: self.published.iter().map(|(_, k)| jws::jwk(k)).collect(),
+            keys: self.published().iter().map(|(_, k)| jws::jwk(k)).collect(),
         }
     }
 }
@@ -334,17 +675,13 @@ impl Keyring {
 /// The published license verification keys, read without creating or converting anything (for
 /// offline tools).
 pub fn published_keys(dir: &Path) -> anyhow::Result<Vec<(String, VerifyingKey)>> {
-    let read = || -> anyhow::Result<Vec<_>> {
-        license_key_files(dir)?
-            .iter()
-            .rev()
-            .map(|p| {
-                let (k, _) = read_key(p)?;
-                Ok((jws::thumbprint(&k.verifying_key()), k.verifying_key()))
-            })
-            .collect()
-    };
-    read().map_err(in_keys_dir)
+    let keys = read_license_keys(dir, false).map_err(in_keys_dir)?;
+    Ok(keys
+        .into_iter()
+        .rev()
+        .filter(|k| !k.retired())
+        .map(|k| (k.kid, k.public))
+        .collect())
 }
 
 #[cfg(test)]

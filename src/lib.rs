@@ -24,10 +24,12 @@
 //!   in `src/templates/mail`; it knows no feature.
 //! - `licensing`: the read path (`validate`), the key holder's write path (`activate`), the one
 //!   writer of license state (`lifecycle`), the pure decision (`decide`), the snapshot cache,
-//!   tokens, the heartbeat `reaper`, license administration and products, air-gapped activation
-//!   through signed files (`offline`) and the `churn` budget on freed seats.
-//! - `keyring`: the keys folder: license signing keys (published as JWKS), the session signing
-//!   key, the data key that seals secrets; what may be generated and what must exist.
+//!   tokens, signed `revocations` lists, the heartbeat `reaper`, license administration and
+//!   products, air-gapped activation through signed files (`offline`) and the `churn` budget on
+//!   freed seats.
+//! - `keyring`: the keys folder: license signing keys (published as JWKS, each with a state file
+//!   for staged rotation, re-read while serving), the session signing key, the data key that
+//!   seals secrets; what may be generated and what must exist.
 //! - `billing`: inbound Stripe events, orders and subscriptions; grants licenses via `licensing`.
 //! - `events`: the transactional outbox, webhook endpoints, the dispatcher and the catalog.
 //! - `modules`: the secondary business modules (contacts, CRM, support, newsletter, ask).

@@ -98,8 +98,24 @@ enum WebhooksAction {
 enum KeysAction {
     /// Create any missing key (license signing, session signing, data key).
     Generate,
-    /// Add a new license signing key; it signs from the next start, older ones stay published.
+    /// Add a new license signing key: published at once (every instance re-reads the folder),
+    /// signing after ECOSIRE_KEY_PUBLISH_LEAD_S (default a day) so that clients refreshing their
+    /// JWKS learn it first. Older keys stay published.
     Rotate,
+    /// Make the key KID sign from now on (a key added by `rotate` whose lead should not wait).
+    Activate { kid: String },
+    /// Remove the key KID from the JWKS. Refused while a token it signed may be unexpired (it
+    /// stopped signing less than the longest offline lease ago) unless --force; never the key
+    /// that signs now.
+    Retire {
+        kid: String,
+        /// Retire even though tokens it signed may still be unexpired (their holders then fail
+        /// offline checks until they reach the server).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every license signing key: kid, state, published, signs from, retired.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -274,7 +290,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             // says whether licenses or sealed secrets depend on keys that must not be replaced.
             let database_url = env.database_url()?;
             init_logging_from(&env)?;
-            runtime()?.block_on(keys(action, &env.keys_dir(), &database_url))
+            let lead = env.key_publish_lead()?;
+            runtime()?.block_on(keys(action, &env.keys_dir(), lead, &database_url))
         }
         Command::License {
             action: LicenseAction::VerifyToken { token },
@@ -317,8 +334,13 @@ fn warn_unknown_variables() {
     }
 }
 
-async fn keys(action: KeysAction, dir: &Path, database_url: &str) -> anyhow::Result<ExitCode> {
-    use ecosire::keyring::{Keyring, add_license_key};
+async fn keys(
+    action: KeysAction,
+    dir: &Path,
+    lead: std::time::Duration,
+    database_url: &str,
+) -> anyhow::Result<ExitCode> {
+    use ecosire::keyring::{self, Keyring};
     let db = ecosire::db::Db::connect(database_url).await?;
     db.migrate().await?;
     match action {
@@ -333,10 +355,50 @@ async fn keys(action: KeysAction, dir: &Path, database_url: &str) -> anyhow::Res
         }
         KeysAction::Rotate => {
             Keyring::load_for(dir, &db).await?;
-            let kid = add_license_key(dir)?;
+            let (kid, state) = keyring::rotate_license_key(dir, lead)?;
             out(format_args!(
-                "added license signing key {kid}; it signs after the next start, older keys stay published"
+                "added license signing key {kid}: published now, signs from {} \
+                 (ecosire keys activate {kid} to start at once); older keys stay published",
+                state.signs_from.to_rfc3339()
             ))?;
+        }
+        KeysAction::Activate { kid } => {
+            let state = keyring::activate_license_key(dir, &kid)?;
+            out(format_args!(
+                "license signing key {kid} signs from {} on every instance (within {} s)",
+                state.signs_from.to_rfc3339(),
+                keyring::RELOAD_INTERVAL.as_secs()
+            ))?;
+        }
+        KeysAction::Retire { kid, force } => {
+            let life = ecosire::licensing::revocations::max_token_life(&db).await?;
+            keyring::retire_license_key(dir, &kid, life, force)?;
+            out(format_args!(
+                "license signing key {kid} is retired: no longer in the JWKS of any instance \
+                 (within {} s); its files stay in the keys folder",
+                keyring::RELOAD_INTERVAL.as_secs()
+            ))?;
+        }
+        KeysAction::List => {
+            let now = ecosire::timestamp::now_ms();
+            let all = keyring::license_keys(dir)?;
+            let signing = keyring::signing_key(&all, now).map(|k| k.kid.clone());
+            out("kid\tstate\tpublished_at\tsigns_from\tretired_at")?;
+            for k in &all {
+                let state = match (&k.state.retired_at, &signing) {
+                    (Some(_), _) => "retired",
+                    (None, Some(s)) if *s == k.kid => "signing",
+                    (None, _) if k.state.signs_from.ms() > now => "pending",
+                    (None, _) => "published",
+                };
+                out(format_args!(
+                    "{}\t{state}\t{}\t{}\t{}",
+                    k.kid,
+                    k.state.published_at.to_rfc3339(),
+                    k.state.signs_from.to_rfc3339(),
+                    k.state.retired_at.map_or("-".into(), |t| t.to_rfc3339())
+                ))?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -159,6 +159,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         db,
         keys,
         licenses,
+        revocations: Default::default(),
         accounting: Default::default(),
         limits,
         events: Default::default(),
@@ -253,6 +254,22 @@ pub fn spawn_background(
                         quota.flush(&state.db).await;
                         quota.prune(&state.db, crate::http::ratelimit::Limits::today()).await;
                     }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+    }
+    {
+        // Signing keys added, activated or retired in the keys folder (by `ecosire keys …`, or
+        // copied in from another instance) take effect here without a restart.
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::keyring::RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { state.keys.refresh(); }
                     _ = stop.changed() => break,
                 }
             }

@@ -17,6 +17,8 @@ pub struct App {
     pub keys: Keyring,
     /// License snapshots by key digest: the hot path's only read on a hit.
     pub licenses: LicenseCache,
+    /// The signed revocation list of each product, built once per (product, seq, hour, key).
+    pub revocations: crate::licensing::revocations::RevocationLists,
     /// API-key usage counters and audit entries waiting to be written.
     pub accounting: crate::ops::audit::Accounting,
     /// Rate limiters and the daily quota of this instance.

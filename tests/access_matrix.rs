@@ -44,6 +44,7 @@ const POLICIES: &[(&str, Policy)] = &[
     ("POST /api/licenses/offline-deactivations", Public),
     ("GET /api/licenses/jwks", Public),
     ("GET /.well-known/jwks.json", Public),
+    ("GET /api/licenses/revocations", Public),
     // Catalog, accounts, operations.
     ("GET /api/products", Public),
     ("GET /api/products/{id}", Public),

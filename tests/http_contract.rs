@@ -826,7 +826,7 @@ async fn validly_signed_but_wrong_tokens_are_401() {
         ),
         (
             "signed with the license key",
-            app.state.keys.license.sign(&remake(|_, _| {})),
+            app.state.keys.signer().sign(&remake(|_, _| {})),
         ),
     ];
     assert_eq!(claims.aud, SESSION_AUDIENCE);

@@ -63,7 +63,7 @@ async fn activate_offline(app: &TestApp, text: &str) -> common::TestResponse {
 
 /// Verifies a license file with the server's published keys, as an offline client would.
 fn verify_file(app: &TestApp, file: &str) -> LicenseFileClaims {
-    let keys = &app.state.keys.published;
+    let keys = app.state.keys.published();
     ecosire::jws::verify(file, "JWT", |kid| {
         keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v)
     })

@@ -97,7 +97,7 @@ pub async fn activate_license(
     };
     let (license, activation) = (seat.license, seat.activation);
     let (token, _) = token::sign(
-        &state.keys.license,
+        &state.keys.signer(),
         &state.config.token_issuer,
         &snap.subject_for(&row),
         Some(&req.fingerprint),
@@ -190,7 +190,7 @@ pub async fn heartbeat_license(
     // snapshot stays and no other instance is told: the last heartbeat time a validate shows may
     // lag by up to the snapshot's time to live.
     let (token, _) = token::sign(
-        &state.keys.license,
+        &state.keys.signer(),
         &state.config.token_issuer,
         &snap.subject(),
         Some(&req.fingerprint),

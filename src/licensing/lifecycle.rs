@@ -319,6 +319,11 @@ pub async fn apply(
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
+    if plan.status != cur.status() {
+        // Every status change moves the license into, out of or between the sets of the
+        // product's signed revocation list (there are only three statuses).
+        super::revocations::bump(tx, &cur.product_id, now_ms()).await?;
+    }
     let row = store::license_by_id(&mut **tx, &cur.id)
         .await?
         .ok_or_else(|| Error::no_such("License"))?;

@@ -1,8 +1,9 @@
 //! Licensing: the read path (`validate`), the key holder's write path (`activate`), every state
 //! change (`lifecycle`, the one writer), the pure decision (`decide`), signed tokens, the snapshot
-//! cache, the heartbeat `reaper`, license administration (`admin`), and the `products` whose
-//! terms (seats, duration, offline lease, heartbeat timeout, entitlements) licenses follow;
-//! air-gapped activation through signed files (`offline`) and the `churn` budget on freed seats.
+//! cache, signed `revocations` lists for offline clients, the heartbeat `reaper`, license
+//! administration (`admin`), and the `products` whose terms (seats, duration, offline lease,
+//! heartbeat timeout, entitlements) licenses follow; air-gapped activation through signed files
+//! (`offline`) and the `churn` budget on freed seats.
 
 pub mod activate;
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod offline;
 pub mod products;
 pub mod reaper;
+pub mod revocations;
 pub mod store;
 pub mod token;
 pub mod validate;
@@ -38,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(offline::create_offline_deactivation))
         .routes(routes!(jwks))
         .routes(routes!(well_known_jwks))
+        .routes(routes!(revocations::get_revocation_list))
         .routes(routes!(admin::create_license, admin::list_licenses))
         .routes(routes!(admin::get_license, admin::update_license))
         .routes(routes!(admin::list_license_activations))
@@ -51,6 +54,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn jwks_response(state: &AppState) -> Response {
+    // A key added or retired by `ecosire keys …` is published by the next JWKS answer of every
+    // instance (a listing and a stat per key when nothing changed), not only at the next tick.
+    state.keys.refresh();
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
         axum::Json(state.keys.jwks()),

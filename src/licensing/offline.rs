@@ -272,7 +272,7 @@ pub async fn create_offline_activation(
     let jkt = device_key(&req.device_key)
         .map(|k| jws::thumbprint(&k))
         .expect("checked by verify_request");
-    let license_file = state.keys.license.sign(&LicenseFileClaims {
+    let license_file = state.keys.signer().sign(&LicenseFileClaims {
         token: claims,
         cnf: Confirmation { jkt },
     });

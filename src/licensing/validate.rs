@@ -102,7 +102,7 @@ pub async fn validate_license(
         let fp = req.fingerprint.as_deref();
         let body = state.licenses.valid_body(
             s,
-            &state.keys.license,
+            &state.keys.signer(),
             &state.config.token_issuer,
             fp,
             now,
@@ -126,7 +126,7 @@ pub async fn validate_license(
     }
     let token = match (&snap, valid) {
         (Some(s), true) => Some(s.sign(
-            &state.keys.license,
+            &state.keys.signer(),
             &state.config.token_issuer,
             req.fingerprint.as_deref(),
             req.nonce.as_deref(),

@@ -12,7 +12,8 @@ use crate::error::{Error, FieldError, Problem};
 #[openapi(
     info(title = "ECOSIRE API", description = "License validation and activation, and the business API beside it."),
     modifiers(&Security),
-    components(schemas(Problem, FieldError)),
+    components(schemas(Problem, FieldError, crate::licensing::revocations::RevocationClaims,
+        crate::licensing::revocations::GcsFilter)),
     tags(
         (name = "licensing", description = "The hot path: validate, activate, heartbeat, deactivate; JWKS"),
         (name = "licenses", description = "License administration and lifecycle"),

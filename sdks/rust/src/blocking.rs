@@ -61,6 +61,11 @@ impl LicenseClient {
         self.runtime.block_on(self.client.check())
     }
 
+    /// See [`crate::LicenseClient::update_revocations`].
+    pub fn update_revocations(&self) -> Result<Option<i64>, Error> {
+        self.runtime.block_on(self.client.update_revocations())
+    }
+
     /// See [`crate::LicenseClient::deactivate`].
     pub fn deactivate(&self) -> Result<(), Error> {
         self.runtime.block_on(self.client.deactivate())

@@ -35,6 +35,10 @@ pub(crate) struct Record {
     /// forward stops the same offline days from being lived twice by winding the clock back
     /// again and again; a verified online answer resets it to server time.
     pub seen_time: i64,
+    /// The newest signed revocation list accepted. Skipped when absent, so files written before
+    /// lists existed serialize as they did and keep their seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocations: Option<crate::revocations::StoredList>,
 }
 
 impl Record {
@@ -46,6 +50,7 @@ impl Record {
             token: None,
             trusted_time: i64::MIN,
             seen_time: i64::MIN,
+            revocations: None,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::keys::PublicKeys;
 use crate::machine;
 use crate::net::{self, Backoff, Failure};
+use crate::revocations::{self, Expect, ListError, Listed, StoredList};
 use crate::status::{OfflineReason, Status};
 use crate::token::{self, Claims, Expected, Grant, TokenError};
 
@@ -44,6 +45,8 @@ pub struct ClientBuilder {
     deactivate_on_shutdown: bool,
     machine_id: Option<String>,
     device_name: Option<String>,
+    revocation_mirror: Option<String>,
+    revocation_lists: bool,
 }
 
 impl ClientBuilder {
@@ -132,6 +135,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Where to fetch the product's signed revocation list when the server cannot be reached: the
+    /// full URL of a copy of `GET /api/licenses/revocations?product=…` (a static file on a CDN,
+    /// say). Any host will do: a list is believed for its signature, never for where it came from.
+    pub fn revocation_mirror(mut self, url: impl Into<String>) -> Self {
+        self.revocation_mirror = Some(url.into());
+        self
+    }
+
+    /// Whether checks fetch and apply signed revocation lists (default: yes).
+    pub fn revocation_lists(mut self, yes: bool) -> Self {
+        self.revocation_lists = yes;
+        self
+    }
+
     pub fn build(self) -> Result<LicenseClient, Error> {
         let need = |what: &str| Error::Config(format!("{what} is required"));
         let base = self.base_url.ok_or_else(|| need("base_url"))?;
@@ -178,6 +195,8 @@ impl ClientBuilder {
                 derived_interval: OnceCell::new(),
                 deactivate_on_shutdown: self.deactivate_on_shutdown,
                 device_name: self.device_name,
+                mirror: self.revocation_mirror,
+                lists: self.revocation_lists,
                 state: Mutex::new(Shared::default()),
                 one_check: tokio::sync::Mutex::new(()),
                 heartbeat: Mutex::new(None),
@@ -228,6 +247,10 @@ struct Inner {
     derived_interval: OnceCell<Duration>,
     deactivate_on_shutdown: bool,
     device_name: Option<String>,
+    /// A copy of the revocation list to fall back on when the server cannot be reached.
+    mirror: Option<String>,
+    /// Whether revocation lists are fetched and applied.
+    lists: bool,
     state: Mutex<Shared>,
     /// Checks run one at a time: a burst of calls makes one request at a time, and sees the
     /// backoff or cache the previous one left.
@@ -241,6 +264,8 @@ struct Shared {
     fetched: PublicKeys,
     last_jwks_fetch: Option<SystemTime>,
     backoff: Option<Backoff>,
+    /// The `ETag` of the revocation list held, from the server, for `If-None-Match`.
+    list_etag: Option<String>,
 }
 
 struct Heartbeat {
@@ -300,6 +325,8 @@ impl LicenseClient {
             deactivate_on_shutdown: false,
             machine_id: None,
             device_name: None,
+            revocation_mirror: None,
+            revocation_lists: true,
         }
     }
 
@@ -427,13 +454,137 @@ impl LicenseClient {
         let _one_at_a_time = self.inner.one_check.lock().await;
         let current = self.current().await?;
         let reason = match self.check_online(&current.record).await? {
-            Ok(status) => return Ok(status),
+            Ok(status) => {
+                // Online, the server's verdict stands; the list is for the offline checks to
+                // come. A refused or missing list leaves the one held in force.
+                let _ = self.update_lists(true).await;
+                return Ok(status);
+            }
             Err(reason) => reason,
         };
         if let Some(why) = current.refused {
             return Err(Error::CacheRefused(why));
         }
-        self.check_offline(current.record, reason).await
+        let record = match self.update_lists(false).await {
+            Ok(Some(_)) => self.current().await?.record,
+            _ => current.record,
+        };
+        self.check_offline(record, reason).await
+    }
+
+    /// Fetches the product's signed revocation list (from the server, else from the mirror) and
+    /// keeps it when it is newer than the one held. Answers the `seq` held afterwards (`None`:
+    /// none yet). Checks do this by themselves; call it to refresh the list on a schedule of your
+    /// own. [`Error::RevocationList`] when a fetched list was refused.
+    pub async fn update_revocations(&self) -> Result<Option<i64>, Error> {
+        let _one_at_a_time = self.inner.one_check.lock().await;
+        self.update_lists(true).await?;
+        let held = self.current().await?.record.revocations.map(|l| l.seq);
+        Ok(held)
+    }
+
+    /// [`LicenseClient::update_revocations`] without the lock; `from_server` false when the
+    /// server just proved unreachable (then only the mirror is asked). `Ok(Some(seq))` when a
+    /// newer list was stored.
+    async fn update_lists(&self, from_server: bool) -> Result<Option<i64>, Error> {
+        if !self.inner.lists {
+            return Ok(None);
+        }
+        let Loaded::Intact(mut record) = self.on_cache(Cache::load).await? else {
+            return Ok(None);
+        };
+        let product = &self.inner.product;
+        let product_id = match (is_product_id(product), &record.product_id) {
+            (true, _) => product.clone(),
+            (false, Some(id)) => id.clone(),
+            // The id is learnt from a verified online answer; until then no list can be checked
+            // against it (and there is no token to refuse either).
+            (false, None) => return Ok(None),
+        };
+        let mut sources = vec![];
+        if from_server {
+            let q = format!("/api/licenses/revocations?product={}", url_segment(product));
+            sources.push((self.url(&q), true));
+        }
+        if let Some(m) = &self.inner.mirror {
+            sources.push((m.clone(), false));
+        }
+        let mut failed = None;
+        for (url, server) in sources {
+            let etag = match (&record.revocations, server) {
+                (Some(_), true) => self.inner.state.lock().expect("state").list_etag.clone(),
+                _ => None,
+            };
+            let (body, new_etag) = match self.fetch_list(&url, etag).await {
+                Ok(Some(got)) => got,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            let want = Expect {
+                issuer: &self.inner.issuer,
+                product_id: &product_id,
+                seen: record.revocations.as_ref().map(|l| (l.seq, l.iat)),
+                now: unix(self.now()),
+            };
+            let verified = match revocations::accept(&body, |k| self.known_key(k), &want) {
+                Err(ListError::Token(TokenError::UnknownKey(_))) if server => {
+                    self.refresh_jwks().await;
+                    revocations::accept(&body, |k| self.known_key(k), &want)
+                }
+                other => other,
+            };
+            let claims = match verified {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    failed = Some(Error::RevocationList(e));
+                    continue;
+                }
+            };
+            if server {
+                self.inner.state.lock().expect("state").list_etag = new_etag;
+            }
+            record.revocations = Some(StoredList {
+                seq: claims.seq,
+                iat: claims.iat,
+                jws: body.trim().to_string(),
+            });
+            self.store(record).await?;
+            return Ok(Some(claims.seq));
+        }
+        failed.map_or(Ok(None), Err)
+    }
+
+    /// One GET of a list: `Ok(None)` for 304, else the body and its `ETag`.
+    async fn fetch_list(
+        &self,
+        url: &str,
+        etag: Option<String>,
+    ) -> Result<Option<(String, Option<String>)>, Error> {
+        let mut req = self.inner.http.get(url);
+        if let Some(tag) = etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let unreachable = |why: String| Error::Unreachable(OfflineReason::Unreachable(why));
+        let res = req.send().await.map_err(|e| unreachable(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        if !res.status().is_success() {
+            return Err(Error::Unreachable(OfflineReason::UnexpectedAnswer(
+                format!("HTTP {} for the revocation list", res.status().as_u16()),
+            )));
+        }
+        let etag = res
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = res.text().await.map_err(|e| unreachable(e.to_string()))?;
+        Ok(Some((body, etag)))
     }
 
     /// The server's verdict, or why there is none (`Ok(Err(reason))`).
@@ -536,6 +687,24 @@ impl LicenseClient {
         let claims = token::verify(&token, |kid| self.known_key(kid))?;
         self.expected(&record, record.product_id.as_deref())
             .check(&claims)?;
+        let listed = record.revocations.as_ref().and_then(|l| {
+            let c = revocations::stored_claims(&l.jws)?;
+            Some((c.lists(&claims.sub)?, c.seq))
+        });
+        if let Some((listed, seq)) = listed {
+            if listed == Listed::Revoked {
+                // Revocation is final: the token never counts again, whatever a later list says.
+                record.token = None;
+                self.store(record).await?;
+            }
+            return Ok(Status::Invalid {
+                code: listed.code().to_string(),
+                detail: format!(
+                    "the license is {} in the signed revocation list (seq {seq})",
+                    listed.code().to_lowercase()
+                ),
+            });
+        }
         let now = unix(self.now());
         let high_water = record.high_water().max(claims.iat);
         let tolerance = i64::try_from(self.inner.tolerance.as_secs()).unwrap_or(i64::MAX);

@@ -83,6 +83,11 @@ pub enum Error {
     #[error("the license server could not be reached: {0}")]
     Unreachable(OfflineReason),
 
+    /// A fetched revocation list was refused (bad signature, another product, expired, or older
+    /// than one already seen); the list held before stays in force.
+    #[error("{0}")]
+    RevocationList(#[from] crate::revocations::ListError),
+
     /// Reading or writing the cache directory failed.
     #[error("license cache: {0}")]
     Io(#[from] std::io::Error),

@@ -36,12 +36,20 @@
 //!    again, is valid until its `exp` — [`Status::Offline`] — unless the local clock is behind
 //!    the latest trusted time by more than the tolerance ([`Error::ClockRollback`]) or the cache
 //!    file is not intact ([`Error::CacheRefused`]).
+//! 3. Revocation lists: after every online answer the client fetches the product's signed
+//!    revocation list (`GET /api/licenses/revocations`, with `If-None-Match`), and when the server
+//!    cannot be reached, the configured mirror's copy
+//!    ([`ClientBuilder::revocation_mirror`]). An offline check of a license the newest accepted
+//!    list names answers [`Status::Invalid`] (`REVOKED` or `SUSPENDED`), whatever its token's
+//!    `exp`.
 //!
 //! # Layout
 //!
 //! - `client`: [`LicenseClient`] and its builder: activate, check, deactivate, heartbeats.
 //! - `token`: strict verification of the server's EdDSA tokens and the claims they must carry.
 //! - `keys`: [`PublicKeys`], the trusted Ed25519 keys (a JWKS, or raw keys).
+//! - `revocations`: signed revocation lists, accepted (signature, product, `exp`, never an older
+//!   `seq`) and applied to offline checks.
 //! - `cache`: the sealed cache file and the high-water mark of trusted time.
 //! - `net`: sorting HTTP answers (answer, refusal, busy, no answer) and backoff.
 //! - `offline`: air-gapped activation: requests, license files, deactivation proofs.
@@ -59,6 +67,7 @@ mod keys;
 mod machine;
 mod net;
 mod offline;
+mod revocations;
 mod status;
 mod token;
 
@@ -70,5 +79,6 @@ pub use clock::{Clock, SystemClock};
 pub use error::Error;
 pub use keys::PublicKeys;
 pub use machine::{fingerprint, machine_id};
+pub use revocations::ListError;
 pub use status::{OfflineReason, Status};
 pub use token::{Claims, Grant, TokenError};

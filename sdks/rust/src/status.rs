@@ -20,7 +20,9 @@ pub enum Status {
     /// The server says the license is not valid here (`code` as in API.md: `REVOKED`,
     /// `SUSPENDED`, `EXPIRED`, `NOT_FOUND`, `PRODUCT_MISMATCH`, `ENTITLEMENTS_MISSING`,
     /// `FINGERPRINT_NOT_ACTIVATED`). The stored token has been dropped, so offline checks no
-    /// longer pass either.
+    /// longer pass either. Offline, a signed revocation list that names the license answers
+    /// `REVOKED` or `SUSPENDED` too (only a revoked license's token is dropped: a suspension
+    /// ends when a newer list no longer names it).
     Invalid { code: String, detail: String },
 }
 

@@ -53,6 +53,11 @@ pub struct Claims {
 /// The header's key id, after checking that the header is one we accept, so a caller can fetch
 /// the key before verifying.
 pub(crate) fn kid(token: &str) -> Result<String, TokenError> {
+    typed_kid(token, "JWT")
+}
+
+/// [`kid`] for a JWS of another `typ` (revocation lists).
+pub(crate) fn typed_kid(token: &str, typ: &str) -> Result<String, TokenError> {
     let h = token.split('.').next().ok_or(TokenError::Malformed)?;
     let header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
         .decode(h)
@@ -62,7 +67,7 @@ pub(crate) fn kid(token: &str) -> Result<String, TokenError> {
     let text = |name: &str| header.get(name).and_then(|v| v.as_str());
     // `crit` present at all, whatever its value, announces extensions we do not implement
     // (RFC 7515 §4.1.11): such a token must be refused.
-    if text("alg") != Some("EdDSA") || text("typ") != Some("JWT") || header.contains_key("crit") {
+    if text("alg") != Some("EdDSA") || text("typ") != Some(typ) || header.contains_key("crit") {
         return Err(TokenError::Header);
     }
     text("kid").map(String::from).ok_or(TokenError::Header)
@@ -74,7 +79,16 @@ pub(crate) fn verify(
     token: &str,
     key_for: impl Fn(&str) -> Option<VerifyingKey>,
 ) -> Result<Claims, TokenError> {
-    let kid = kid(token)?;
+    verify_typed(token, "JWT", key_for)
+}
+
+/// [`verify`] for a JWS of another `typ` and claims type (revocation lists).
+pub(crate) fn verify_typed<C: serde::de::DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    key_for: impl Fn(&str) -> Option<VerifyingKey>,
+) -> Result<C, TokenError> {
+    let kid = typed_kid(token, typ)?;
     let key = key_for(&kid).ok_or(TokenError::UnknownKey(kid))?;
     let (signing_input, s) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let (_, p) = signing_input

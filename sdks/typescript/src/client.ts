@@ -210,6 +210,14 @@ export class Licenses extends Namespace {
   jwks(o?: O): Promise<Jwks> {
     return this.t.call('get', '/api/licenses/jwks', {}, o);
   }
+  /**
+   * The product's signed revocation list: a compact JWS (check it with `verifyRevocationList`),
+   * the same bytes a mirror of this URL serves.
+   */
+  async revocations(product: string, o: O = {}): Promise<string> {
+    const path = '/api/licenses/revocations';
+    return (await this.t.send('GET', path, this.t.url(path, undefined, { product }), undefined, 'text', o)) as string;
+  }
   /** The same keys at `/.well-known/jwks.json` on the API's origin. */
   wellKnownJwks(o?: O): Promise<Jwks> {
     return this.t.call('get', '/.well-known/jwks.json', {}, o);

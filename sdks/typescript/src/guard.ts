@@ -10,6 +10,7 @@ import { decodeJwt, type JSONWebKeySet } from 'jose';
 
 import type { Activation, EcosireClient, License } from './client.js';
 import { EcosireError, EcosireNetworkError, EcosireTimeoutError } from './errors.js';
+import { revocationListNames, storedRevocationClaims, verifyRevocationList } from './revocations.js';
 import { verifyLicenseToken, type LicenseTokenClaims } from './tokens.js';
 
 export interface LicenseGuardOptions {
@@ -37,6 +38,18 @@ export interface LicenseGuardOptions {
   clockToleranceS?: number;
   /** The clock, in milliseconds (default Date.now); for tests and for apps with a trusted clock. */
   now?: () => number;
+  /**
+   * Whether checks fetch the product's signed revocation list and apply it offline (default
+   * true): after each online answer from the server, and from `revocationMirrorUrl` when the
+   * server cannot be reached. An offline check of a license the newest accepted list names is
+   * refused (`REVOKED` / `SUSPENDED`) whatever its token's `exp`.
+   */
+  revocationLists?: boolean;
+  /**
+   * A copy of `GET /api/licenses/revocations?product=…` (a static file on a CDN, say), asked when
+   * the server cannot be reached. Any host will do: a list is believed for its signature.
+   */
+  revocationMirrorUrl?: string;
 }
 
 /** The answer of `check()`. */
@@ -66,6 +79,7 @@ export type LicenseCheck =
        * `PRODUCT_MISMATCH`, `ENTITLEMENTS_MISSING`, `FINGERPRINT_NOT_ACTIVATED`, or an error code
        * such as `VALIDATION_FAILED`), or a local one: `token_invalid` (the server's token did not
        * verify), `no_offline_token`, `stored_token_invalid`, `offline_expired`, `clock_rollback`.
+       * Offline, `REVOKED` or `SUSPENDED` also come from the newest signed revocation list.
        */
       code: string;
       detail: string;
@@ -81,6 +95,8 @@ interface Stored {
   jwks: JSONWebKeySet | null;
   /** Unix seconds: the latest verified `iat`, or local time seen at an offline check. */
   high_water_s: number;
+  /** The newest signed revocation list accepted (verified when accepted; never an older seq). */
+  revocations?: { seq: number; iat: number; jws: string } | null;
 }
 
 /** The file as read: `unreadable` when it was there but not ours to parse (edited, truncated). */
@@ -123,7 +139,7 @@ export class LicenseGuard {
         { signal: options.signal },
       );
     } catch (e) {
-      if (unreachable(e)) return this.offline(stored, e as Error);
+      if (unreachable(e)) return this.offline(await this.updateLists(stored, false), e as Error);
       if (e instanceof EcosireError) return refused(e.code, e.message, e);
       throw e;
     }
@@ -144,7 +160,9 @@ export class LicenseGuard {
       return refused('token_invalid', `the server's token did not verify: ${(e as Error).message}`, e as Error);
     }
     // The server's time is the truth: it also resets a mark pushed up by a local clock that ran fast.
-    await this.save({ ...stored, token: answer.token, high_water_s: claims.iat });
+    const next: Loaded = { ...stored, token: answer.token, high_water_s: claims.iat };
+    await this.save(next);
+    await this.updateLists(next, true);
     return {
       status: 'valid',
       claims,
@@ -189,6 +207,14 @@ export class LicenseGuard {
         ? refused('offline_expired', 'the offline lease has ended: connect to the internet to renew it', cause)
         : refused('stored_token_invalid', `the stored license token did not verify: ${(e as Error).message}`, cause);
     }
+    const listed = stored.revocations && storedRevocationClaims(stored.revocations.jws);
+    const named = listed ? revocationListNames(listed, claims.sub) : null;
+    if (named) {
+      // Revocation is final: the token never counts again. A suspension lasts while lists name it.
+      if (named === 'REVOKED') await this.save({ ...stored, token: null });
+      const detail = `the license is ${named.toLowerCase()} in the signed revocation list (seq ${listed!.seq})`;
+      return refused(named, detail, cause);
+    }
     // Remember the latest time seen: turning the clock back behind an earlier offline check (to
     // just after iat, say, to stretch the lease) is then refused too.
     await this.save({ ...stored, high_water_s: Math.max(highWater, nowS) });
@@ -227,6 +253,52 @@ export class LicenseGuard {
     return check(this.trustedKeys(stored));
   }
 
+  /**
+   * Fetches the product's revocation list (from the server when `fromServer`, else only from the
+   * mirror) and keeps it when it verifies with the trusted keys, is for the stored token's
+   * product, has not expired and is newer than the one held. Failures leave the held list in force.
+   */
+  private async updateLists(stored: Loaded, fromServer: boolean): Promise<Loaded> {
+    if (this.o.revocationLists === false || stored.unreadable || !stored.token) return stored;
+    let product: string;
+    try {
+      product = String(decodeJwt(stored.token).product);
+    } catch {
+      return stored;
+    }
+    const sources: Array<() => Promise<string>> = [];
+    if (fromServer) sources.push(() => this.o.client.licenses.revocations(this.o.product ?? product, { retries: 0 }));
+    const mirror = this.o.revocationMirrorUrl;
+    if (mirror) {
+      sources.push(async () => {
+        const res = await fetch(mirror, { signal: AbortSignal.timeout(10_000) });
+        if (!res.ok) throw new Error(`HTTP ${res.status} from the revocation list mirror`);
+        return res.text();
+      });
+    }
+    for (const get of sources) {
+      let claims;
+      let jws: string;
+      try {
+        jws = (await get()).trim();
+        claims = await verifyRevocationList(jws, this.trustedKeys(stored), {
+          issuer: this.o.issuer,
+          product,
+          currentDate: new Date(this.now()),
+        });
+      } catch {
+        continue;
+      }
+      const seen = stored.revocations;
+      // Older than the list held (a stale mirror, a replay): refused; the same one: nothing new.
+      if (seen && (claims.seq < seen.seq || (claims.seq === seen.seq && claims.iat <= seen.iat))) return stored;
+      const next: Loaded = { ...stored, revocations: { seq: claims.seq, iat: claims.iat, jws } };
+      await this.save(next);
+      return next;
+    }
+    return stored;
+  }
+
   private trustedKeys(stored: Stored): JSONWebKeySet {
     const base = this.o.jwks ?? (this.fetchedJwks ? null : stored.jwks);
     return { keys: [...(base?.keys ?? []), ...(this.fetchedJwks?.keys ?? [])] };
@@ -240,6 +312,7 @@ export class LicenseGuard {
       token: null,
       jwks: null,
       high_water_s: 0,
+      revocations: null,
     };
     let text: string;
     try {
@@ -256,6 +329,10 @@ export class LicenseGuard {
         token: typeof s.token === 'string' ? s.token : null,
         jwks: s.jwks && Array.isArray(s.jwks.keys) ? s.jwks : null,
         high_water_s: typeof s.high_water_s === 'number' ? s.high_water_s : 0,
+        revocations:
+          s.revocations && typeof s.revocations.seq === 'number' && typeof s.revocations.jws === 'string'
+            ? s.revocations
+            : null,
       };
     } catch {
       // Refused offline (someone edited it), simply replaced by the next online check.

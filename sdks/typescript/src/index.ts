@@ -7,6 +7,14 @@ export { PageRequest, type Page } from './pagination.js';
 export type { RequestOptions } from './http.js';
 export * from './errors.js';
 export { verifyLicenseToken, type LicenseTokenClaims, type VerifyLicenseTokenOptions } from './tokens.js';
+export {
+  verifyRevocationList,
+  gcsContains,
+  revocationListNames,
+  type RevocationListClaims,
+  type GcsFilter,
+  type VerifyRevocationListOptions,
+} from './revocations.js';
 export { verifyWebhook, type WebhookEvent, type VerifyWebhookOptions } from './webhooks.js';
 export {
   requestOfflineActivation,

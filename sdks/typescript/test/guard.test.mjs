@@ -169,9 +169,15 @@ test('LicenseGuard: after a key rotation, an unknown kid refreshes the JWKS at m
   assert.equal((await guard.check()).status, 'valid');
   assert.equal(jwksFetches, 1);
 
-  // A new signing key signs from the next start (same port: the guard's client reaches it).
+  // Staged rotation: the new key is published at once but the old one keeps signing, so the
+  // guard's keys still verify every token and nothing is fetched.
+  const rotated = server.cli('keys', 'rotate');
+  const kid = rotated.match(/signing key (\S+):/)?.[1] ?? assert.fail(rotated);
+  assert.equal((await guard.check()).status, 'valid');
+  assert.equal(jwksFetches, 1);
+  // Activated (across a restart, so the server is certain to sign with it; same port).
   await server.stop();
-  server.cli('keys', 'rotate');
+  server.cli('keys', 'activate', kid);
   await server.restart();
 
   // Within a minute of the last fetch the unknown kid is not fetched for: refused, not hammered.
