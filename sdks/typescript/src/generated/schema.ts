@@ -49,7 +49,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Frees a seat (admin, or the license's owner). */
+        /**
+         * Frees a seat (admin, or the license's owner). The owner's releases count against the churn
+         *     budget (409 `CHURN_LIMIT_REACHED` past it); an admin's do not.
+         */
         delete: operations["delete_activation"];
         options?: never;
         head?: never;
@@ -106,6 +109,23 @@ export interface paths {
          *     keeps working for `ECOSIRE_API_KEY_GRACE_S` (default 24 h), then answers 401.
          */
         post: operations["rotate_api_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/api-keys/{id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An API key's requests and errors per day, today and the days before it (owner or admin). */
+        get: operations["api_key_usage"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -176,6 +196,49 @@ export interface paths {
         };
         /** The signed-in user. */
         get: operations["me"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/oidc/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The provider's answer to a sign-in (a browser navigation).
+         * @description Answers 303: to the page the sign-in started from, with the session cookie set, or to
+         *     `/login?oidc_error=CODE` (`state`, `denied`, `unavailable`, `provider`, `token`,
+         *     `email_taken`, `email_missing`, `disabled`). 404 when no provider is configured.
+         */
+        get: operations["oidc_callback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/oidc/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Starts a sign-in through the identity provider (a browser navigation).
+         * @description Answers 303 to the provider's authorization endpoint, or to `/login?oidc_error=unavailable`
+         *     while the provider cannot be reached. 404 when no provider is configured.
+         */
+        get: operations["oidc_login"];
         put?: never;
         post?: never;
         delete?: never;
@@ -487,7 +550,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Frees the seat held by a device. */
+        /**
+         * Frees the seat held by a device. Counts against the license's churn budget (the product's
+         *     `max_deactivations_per_30d`); past it, 409 `CHURN_LIMIT_REACHED` with `retry_at` and
+         *     `Retry-After`.
+         */
         post: operations["deactivate_license"];
         delete?: never;
         options?: never;
@@ -523,6 +590,50 @@ export interface paths {
         get: operations["jwks"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/licenses/offline-activations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Activates an air-gapped device from its signed request and answers with its license file.
+         * @description The license key inside the request is the credential (no session needed). Takes a seat like
+         *     `activate` (201 new, 200 when the fingerprint already held one: its lease and device key are
+         *     renewed); shares its rate limit.
+         */
+        post: operations["create_offline_activation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/licenses/offline-deactivations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Releases an air-gapped device's seat with the proof its device key signed.
+         * @description The proof is the credential: it must be signed by the device key the activation was made
+         *     with (a device that activated again since holds a new key, and older proofs no longer count).
+         *     Counts against the license's churn budget like `deactivate`.
+         */
+        post: operations["create_offline_deactivation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -602,6 +713,26 @@ export interface paths {
         get: operations["list_license_activations"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/licenses/{id}/churn/reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Resets a license's churn budget (admin): the seats it freed so far no longer count. The
+         *     reset is recorded in the audit log, as every admin write is.
+         */
+        post: operations["reset_churn"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1200,6 +1331,7 @@ export interface components {
             last_heartbeat_at: components["schemas"]["Timestamp"];
             license_id: string;
             name?: string | null;
+            offline_until?: null | components["schemas"]["Timestamp"];
             platform?: string | null;
         };
         ActivationList: {
@@ -1290,6 +1422,22 @@ export interface components {
              */
             source?: string | null;
         };
+        /** @description A license's churn budget, as its admin and owner see it in the license object. */
+        Churn: {
+            /**
+             * Format: int64
+             * @description Seats freed in the last 30 days that count against the cap.
+             * @example 1
+             */
+            deactivations_30d: number;
+            /**
+             * Format: int64
+             * @description The product's cap on seats freed per 30 days; `null`: unlimited.
+             * @example 3
+             */
+            max_deactivations_per_30d?: number | null;
+            next_deactivation_at?: null | components["schemas"]["Timestamp"];
+        };
         /**
          * @description Validation codes, in the order in which they are checked.
          * @enum {string}
@@ -1375,8 +1523,20 @@ export interface components {
              * @description Default 1.
              */
             max_activations?: number | null;
+            /**
+             * Format: int64
+             * @description Default null (unlimited); 1–10000.
+             */
+            max_deactivations_per_30d?: number | null;
             /** @example ECOSIRE Desktop Pro */
             name: string;
+            /** @description Default false. */
+            offline_activation?: boolean | null;
+            /**
+             * Format: int64
+             * @description Default 90 (1–3650).
+             */
+            offline_activation_lease_days?: number | null;
             /**
              * Format: int64
              * @description Default 7.
@@ -1416,6 +1576,21 @@ export interface components {
             name: string;
             prefix: string;
             scope: components["schemas"]["Scope"];
+        };
+        /** @description One UTC day of a key's use. */
+        DayUsage: {
+            /**
+             * @description The UTC date.
+             * @example 2026-11-30
+             */
+            day: string;
+            /**
+             * Format: int64
+             * @description Requests answered with a 4xx or 5xx.
+             */
+            errors: number;
+            /** Format: int64 */
+            requests: number;
         };
         /** @description One (event, endpoint) delivery with every attempt. */
         Delivery: {
@@ -1551,6 +1726,10 @@ export interface components {
             /** @example ECOS-7K3QH-M2XPD-9TQ4W-R8ZVN */
             key: string;
         };
+        /** @description A key's use per UTC day, oldest first, every day of the window listed (zeros included). */
+        KeyUsage: {
+            data: components["schemas"]["DayUsage"][];
+        };
         /** @description A lead: one submission of the capture form, as sent (text is never interpreted). */
         Lead: {
             company?: string | null;
@@ -1573,6 +1752,7 @@ export interface components {
         License: {
             /** Format: int64 */
             activations_count: number;
+            churn?: null | components["schemas"]["Churn"];
             created_at: components["schemas"]["Timestamp"];
             entitlements: string[];
             expires_at?: null | components["schemas"]["Timestamp"];
@@ -1638,6 +1818,28 @@ export interface components {
             message: string;
             subject_id?: string | null;
         };
+        OfflineActivationRequest: {
+            /**
+             * @description The activation request made on the offline machine (a compact JWS; line breaks allowed).
+             * @example eyJhbGciOiJFZERTQSIsInR5cCI6ImVjb3NpcmUtYWN0aXZhdGlvbi1yZXF1ZXN0K2p3dCIsImtpZCI6Ii4uLiJ9.eyJrZXkiOiIuLi4ifQ.c2ln
+             */
+            request: string;
+        };
+        OfflineActivationResponse: {
+            /** @description The seat the device holds (`offline_until`: the end of its lease). */
+            activation: components["schemas"]["Activation"];
+            license: components["schemas"]["License"];
+            /**
+             * @description The signed license file to carry back to the offline machine: a license token bound to
+             *     its fingerprint, with the lease as `exp`, the request's `nonce`, and `cnf.jkt` naming the
+             *     device key.
+             */
+            license_file: string;
+        };
+        OfflineDeactivationRequest: {
+            /** @description The deactivation proof made on the offline machine (a compact JWS; line breaks allowed). */
+            proof: string;
+        };
         /** @description An order (a paid Stripe checkout) and the licenses it granted. */
         Order: {
             /** Format: int64 */
@@ -1681,6 +1883,7 @@ export interface components {
                 last_heartbeat_at: components["schemas"]["Timestamp"];
                 license_id: string;
                 name?: string | null;
+                offline_until?: null | components["schemas"]["Timestamp"];
                 platform?: string | null;
             }[];
             next_cursor?: string | null;
@@ -1789,6 +1992,7 @@ export interface components {
             data: {
                 /** Format: int64 */
                 activations_count: number;
+                churn?: null | components["schemas"]["Churn"];
                 created_at: components["schemas"]["Timestamp"];
                 entitlements: string[];
                 expires_at?: null | components["schemas"]["Timestamp"];
@@ -1875,8 +2079,27 @@ export interface components {
                  * @example 3
                  */
                 max_activations: number;
+                /**
+                 * Format: int64
+                 * @description How many seats one license may free in any 30 days (deactivations by the key holder or
+                 *     the owner; the heartbeat reaper's releases do not count). `null`: unlimited.
+                 * @example 3
+                 */
+                max_deactivations_per_30d?: number | null;
                 /** @example ECOSIRE Desktop Pro */
                 name: string;
+                /**
+                 * @description Whether machines without a connection may activate through a signed request file
+                 *     (`POST /api/licenses/offline-activations`).
+                 */
+                offline_activation: boolean;
+                /**
+                 * Format: int64
+                 * @description How long a license file from an offline activation is valid (and its seat held) before
+                 *     the machine must be activated again.
+                 * @example 90
+                 */
+                offline_activation_lease_days: number;
                 /**
                  * Format: int64
                  * @example 7
@@ -2019,6 +2242,7 @@ export interface components {
             message: string;
             /** @description The request's id, as in the `X-Request-Id` header: quote it when asking for support. */
             request_id?: string | null;
+            retry_at?: null | components["schemas"]["Timestamp"];
             /**
              * Format: int32
              * @description The HTTP status of the answer.
@@ -2052,8 +2276,27 @@ export interface components {
              * @example 3
              */
             max_activations: number;
+            /**
+             * Format: int64
+             * @description How many seats one license may free in any 30 days (deactivations by the key holder or
+             *     the owner; the heartbeat reaper's releases do not count). `null`: unlimited.
+             * @example 3
+             */
+            max_deactivations_per_30d?: number | null;
             /** @example ECOSIRE Desktop Pro */
             name: string;
+            /**
+             * @description Whether machines without a connection may activate through a signed request file
+             *     (`POST /api/licenses/offline-activations`).
+             */
+            offline_activation: boolean;
+            /**
+             * Format: int64
+             * @description How long a license file from an offline activation is valid (and its seat held) before
+             *     the machine must be activated again.
+             * @example 90
+             */
+            offline_activation_lease_days: number;
             /**
              * Format: int64
              * @example 7
@@ -2300,7 +2543,15 @@ export interface components {
             heartbeat_timeout_s?: number | null;
             /** Format: int64 */
             max_activations?: number | null;
+            /**
+             * Format: int64
+             * @description `null` removes the cap.
+             */
+            max_deactivations_per_30d?: number | null;
             name?: string | null;
+            offline_activation?: boolean | null;
+            /** Format: int64 */
+            offline_activation_lease_days?: number | null;
             /** Format: int64 */
             offline_lease_days?: number | null;
             slug?: string | null;
@@ -2632,6 +2883,28 @@ export interface operations {
                      *       "statusCode": 404,
                      *       "title": "Not Found",
                      *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description CHURN_LIMIT_REACHED (the owner only) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "CHURN_LIMIT_REACHED",
+                     *       "detail": "Churn limit reached",
+                     *       "error": "Conflict",
+                     *       "message": "Churn limit reached",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 409,
+                     *       "statusCode": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://docs.ecosire.com/errors/churn-limit-reached"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3552,6 +3825,162 @@ export interface operations {
             };
         };
     };
+    api_key_usage: {
+        parameters: {
+            query?: {
+                /** @description How many days back, today included: 1–90, default 30. */
+                days?: number;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyUsage"];
+                };
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN (or CSRF_REJECTED for cookie writes without Origin/X-Requested-With) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "FORBIDDEN",
+                     *       "detail": "Forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "Forbidden",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 403,
+                     *       "statusCode": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://docs.ecosire.com/errors/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_audit_log: {
         parameters: {
             query?: {
@@ -4087,6 +4516,270 @@ export interface operations {
                      *       "statusCode": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://docs.ecosire.com/errors/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    oidc_callback: {
+        parameters: {
+            query?: {
+                code?: string | null;
+                state?: string | null;
+                /** @description Set by the provider when it did not sign the person in (e.g. `access_denied`). */
+                error?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed in (session cookie set), or back to /login with oidc_error */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND: no identity provider is configured */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    oidc_login: {
+        parameters: {
+            query?: {
+                /** @description A path on this site to return to after signing in (default `/dashboard`). */
+                next?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description To the provider's sign-in (or back to /login with oidc_error) */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND: no identity provider is configured */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -7942,6 +8635,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description CHURN_LIMIT_REACHED: the license freed as many seats in 30 days as its product allows; `retry_at` says when the next is possible */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "CHURN_LIMIT_REACHED",
+                     *       "detail": "Churn limit reached",
+                     *       "error": "Conflict",
+                     *       "message": "Churn limit reached",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 409,
+                     *       "statusCode": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://docs.ecosire.com/errors/churn-limit-reached"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description PAYLOAD_TOO_LARGE (bodies over 64 KiB) */
             413: {
                 headers: {
@@ -8344,6 +9059,534 @@ export interface operations {
                      *       "statusCode": 401,
                      *       "title": "Unauthorized",
                      *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_offline_activation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OfflineActivationRequest"];
+            };
+        };
+        responses: {
+            /** @description The device already held a seat; lease renewed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OfflineActivationResponse"];
+                };
+            };
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OfflineActivationResponse"];
+                };
+            };
+            /** @description MALFORMED_JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "MALFORMED_JSON",
+                     *       "detail": "Malformed json",
+                     *       "error": "Bad Request",
+                     *       "message": "Malformed json",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 400,
+                     *       "statusCode": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "https://docs.ecosire.com/errors/malformed-json"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description OFFLINE_ACTIVATION_DISABLED, LICENSE_REVOKED, LICENSE_SUSPENDED or LICENSE_EXPIRED */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "OFFLINE_ACTIVATION_DISABLED",
+                     *       "detail": "Offline activation disabled",
+                     *       "error": "Forbidden",
+                     *       "message": "Offline activation disabled",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 403,
+                     *       "statusCode": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://docs.ecosire.com/errors/offline-activation-disabled"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description LICENSE_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "LICENSE_NOT_FOUND",
+                     *       "detail": "License not found",
+                     *       "error": "Not Found",
+                     *       "message": "License not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/license-not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the body did not arrive within the request timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "REQUEST_TIMEOUT",
+                     *       "detail": "Request timeout",
+                     *       "error": "Request Timeout",
+                     *       "message": "Request timeout",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 408,
+                     *       "statusCode": 408,
+                     *       "title": "Request Timeout",
+                     *       "type": "https://docs.ecosire.com/errors/request-timeout"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description ACTIVATION_LIMIT_REACHED */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "ACTIVATION_LIMIT_REACHED",
+                     *       "detail": "Activation limit reached",
+                     *       "error": "Conflict",
+                     *       "message": "Activation limit reached",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 409,
+                     *       "statusCode": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://docs.ecosire.com/errors/activation-limit-reached"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE (bodies over 64 KiB) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "PAYLOAD_TOO_LARGE",
+                     *       "detail": "Request body is too large",
+                     *       "error": "Payload Too Large",
+                     *       "message": "Request body is too large",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 413,
+                     *       "statusCode": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "https://docs.ecosire.com/errors/payload-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE (send application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNSUPPORTED_MEDIA_TYPE",
+                     *       "detail": "Expected Content-Type: application/json",
+                     *       "error": "Unsupported Media Type",
+                     *       "message": "Expected Content-Type: application/json",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 415,
+                     *       "statusCode": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "https://docs.ecosire.com/errors/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: the request is malformed, not signed by its device key, or too old */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "details": [
+                     *         {
+                     *           "field": "request",
+                     *           "message": "missing field `request`"
+                     *         }
+                     *       ],
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_offline_deactivation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OfflineDeactivationRequest"];
+            };
+        };
+        responses: {
+            /** @description Seat freed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description MALFORMED_JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "MALFORMED_JSON",
+                     *       "detail": "Malformed json",
+                     *       "error": "Bad Request",
+                     *       "message": "Malformed json",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 400,
+                     *       "statusCode": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "https://docs.ecosire.com/errors/malformed-json"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description ACTIVATION_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "ACTIVATION_NOT_FOUND",
+                     *       "detail": "Activation not found",
+                     *       "error": "Not Found",
+                     *       "message": "Activation not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/activation-not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description REQUEST_TIMEOUT: the body did not arrive within the request timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "REQUEST_TIMEOUT",
+                     *       "detail": "Request timeout",
+                     *       "error": "Request Timeout",
+                     *       "message": "Request timeout",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 408,
+                     *       "statusCode": 408,
+                     *       "title": "Request Timeout",
+                     *       "type": "https://docs.ecosire.com/errors/request-timeout"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description CHURN_LIMIT_REACHED: `retry_at` says when the next deactivation is possible */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "CHURN_LIMIT_REACHED",
+                     *       "detail": "Churn limit reached",
+                     *       "error": "Conflict",
+                     *       "message": "Churn limit reached",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 409,
+                     *       "statusCode": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://docs.ecosire.com/errors/churn-limit-reached"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE (bodies over 64 KiB) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "PAYLOAD_TOO_LARGE",
+                     *       "detail": "Request body is too large",
+                     *       "error": "Payload Too Large",
+                     *       "message": "Request body is too large",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 413,
+                     *       "statusCode": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "https://docs.ecosire.com/errors/payload-too-large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description UNSUPPORTED_MEDIA_TYPE (send application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNSUPPORTED_MEDIA_TYPE",
+                     *       "detail": "Expected Content-Type: application/json",
+                     *       "error": "Unsupported Media Type",
+                     *       "message": "Expected Content-Type: application/json",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 415,
+                     *       "statusCode": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "https://docs.ecosire.com/errors/unsupported-media-type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: the proof is malformed or not signed by the device's key */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "details": [
+                     *         {
+                     *           "field": "proof",
+                     *           "message": "missing field `proof`"
+                     *         }
+                     *       ],
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -9159,6 +10402,159 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Page_Activation"];
+                };
+            };
+            /** @description UNAUTHENTICATED: the credentials sent are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "UNAUTHENTICATED",
+                     *       "detail": "Authentication required",
+                     *       "error": "Unauthorized",
+                     *       "message": "Authentication required",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 401,
+                     *       "statusCode": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://docs.ecosire.com/errors/unauthenticated"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description FORBIDDEN (or CSRF_REJECTED for cookie writes without Origin/X-Requested-With) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "FORBIDDEN",
+                     *       "detail": "Forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "Forbidden",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 403,
+                     *       "statusCode": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://docs.ecosire.com/errors/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "NOT_FOUND",
+                     *       "detail": "Not found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 404,
+                     *       "statusCode": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://docs.ecosire.com/errors/not-found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description VALIDATION_FAILED: a query parameter is out of range */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "VALIDATION_FAILED",
+                     *       "detail": "Validation failed",
+                     *       "error": "Unprocessable Entity",
+                     *       "message": "Validation failed",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 422,
+                     *       "statusCode": 422,
+                     *       "title": "Unprocessable Entity",
+                     *       "type": "https://docs.ecosire.com/errors/validation-failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description RATE_LIMITED or QUOTA_EXCEEDED; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "RATE_LIMITED",
+                     *       "detail": "Rate limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Rate limited",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 429,
+                     *       "statusCode": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://docs.ecosire.com/errors/rate-limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description INTERNAL_ERROR (the body carries a request id and nothing internal) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "INTERNAL_ERROR",
+                     *       "detail": "Internal server error",
+                     *       "error": "Internal Server Error",
+                     *       "message": "Internal server error",
+                     *       "request_id": "5f0c9a7e3b2d41c8000000000000002a",
+                     *       "status": 500,
+                     *       "statusCode": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "https://docs.ecosire.com/errors/internal-error"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    reset_churn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LicenseEnvelope"];
                 };
             };
             /** @description UNAUTHENTICATED: the credentials sent are not valid */
