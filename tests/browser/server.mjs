@@ -13,7 +13,8 @@ export const STRIPE_WEBHOOK_SECRET = "whsec_browser_" + "s".repeat(24);
 
 const root = new URL("../../", import.meta.url).pathname;
 
-function binary() {
+/** The built `ecosire` binary (the server, and the command line the tests run). */
+export function binary() {
   const target = process.env.CARGO_TARGET_DIR || join(process.env.HOME, ".cache/ecosire-ci-target");
   return process.env.ECOSIRE_BIN || join(target, "debug/ecosire");
 }
@@ -26,14 +27,15 @@ function database(dir) {
   return base.replace(/\/[^/]*$/, `/${name}`);
 }
 
-export async function startServer() {
+/** Starts the server; `bind` picks its address (default: any free port), `env` adds settings. */
+export async function startServer({ bind = "127.0.0.1:0", env = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "ecosire-browser-"));
   const mailDir = join(dir, "mail");
   const child = spawn(binary(), ["serve"], {
     cwd: root,
     env: {
       PATH: process.env.PATH,
-      ECOSIRE_BIND: "127.0.0.1:0",
+      ECOSIRE_BIND: bind,
       DATABASE_URL: database(dir),
       ECOSIRE_KEYS_DIR: join(dir, "keys"),
       ECOSIRE_MAIL_DIR: mailDir,
@@ -44,6 +46,7 @@ export async function startServer() {
       ECOSIRE_WEBHOOK_ALLOW_PRIVATE: "true",
       STRIPE_WEBHOOK_SECRET,
       RUST_LOG: "warn",
+      ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -61,6 +64,7 @@ export async function startServer() {
   return {
     base,
     mailDir,
+    keysDir: join(dir, "keys"),
     stop: () => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); }),
     /** An API call as a script would make it (JSON in and out). */
     async api(method, path, body, token) {
