@@ -63,14 +63,7 @@ impl Setup {
         let http = reqwest::Client::new();
         let admin = server.admin_token(&http).await;
         let product_id = server.product(&http, &admin, 5).await;
-        let jwks = http
-            .get(server.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let jwks = server.jwks(&http).await;
         Setup {
             server,
             deployment,
@@ -266,15 +259,7 @@ async fn a_client_that_pinned_the_old_jwks_keeps_verifying_through_a_staged_rota
     // Activation: tokens and lists are signed by the new kid; the client learns it from the
     // JWKS (once) and keeps verifying, online and then offline.
     ecosire::keyring::activate_license_key(&s.deployment.keys_dir, &new).unwrap();
-    let jwks: Value = s
-        .http
-        .get(s.server.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = serde_json::from_str(&s.server.jwks(&s.http).await).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     let st = client.check().await.unwrap();
     assert!(matches!(st, Status::Valid(_)), "{st:?}");

@@ -37,22 +37,10 @@ async fn setup(product: Value) -> Setup {
     let server = Server::start(&[("ECOSIRE_DB_MAX_CONNECTIONS", "4")]).await;
     let http = reqwest::Client::new();
     let admin = server.admin_token(&http).await;
-    let mut body = json!({"name": format!("Air {}", uuid::Uuid::now_v7().simple())});
-    common::merge(&mut body, product);
-    let (st, p) = server
-        .post(&http, "/api/products", Some(&admin), &body)
-        .await;
-    assert_eq!(st, 201, "{p}");
+    let p = server.product_with(&http, &admin, product).await;
     let product_id = p["id"].as_str().unwrap().to_string();
     let (license_id, key) = server.license(&http, &admin, &product_id).await;
-    let jwks = http
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = server.jwks(&http).await;
     Setup {
         server,
         http,

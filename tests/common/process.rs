@@ -131,6 +131,17 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The published JWKS, as the text a client would pin.
+    pub async fn jwks(&self, http: &reqwest::Client) -> String {
+        let res = http
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("GET /.well-known/jwks.json");
+        assert_eq!(res.status(), 200);
+        res.text().await.expect("the JWKS")
+    }
+
     pub async fn admin_token(&self, http: &reqwest::Client) -> String {
         let body = json!({"email": ADMIN.0, "password": ADMIN.1});
         let r = super::post_json(http, &self.url("/api/auth/login"), None, &body).await;
@@ -218,17 +229,24 @@ impl Server {
 
     /// A new product with `max` seats per license (admin `token`): its id.
     pub async fn product(&self, http: &reqwest::Client, token: &str, max: i64) -> String {
-        let name = format!("Product {}", uuid::Uuid::now_v7().simple());
-        let (st, p) = self
-            .post(
-                http,
-                "/api/products",
-                Some(token),
-                &json!({"name": name, "max_activations": max}),
-            )
+        let p = self
+            .product_with(http, token, json!({"max_activations": max}))
             .await;
-        assert_eq!(st, 201, "{p}");
         p["id"].as_str().unwrap().to_string()
+    }
+
+    /// A new product with a unique name and the fields of `fields` (admin `token`): as answered.
+    pub async fn product_with(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+        fields: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut body = json!({"name": format!("Product {}", uuid::Uuid::now_v7().simple())});
+        super::merge(&mut body, fields);
+        let (st, p) = self.post(http, "/api/products", Some(token), &body).await;
+        assert_eq!(st, 201, "{p}");
+        p
     }
 
     /// A new license of `product` (admin `token`): (id, key).
