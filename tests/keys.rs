@@ -173,20 +173,7 @@ fn kids(jwks: &Value) -> Vec<String> {
 
 /// Verifies a license token with a JWKS document, as an offline client holding it would.
 fn verifies_with(token: &str, jwks: &Value) -> bool {
-    let key_for = |kid: &str| {
-        jwks["keys"]
-            .as_array()?
-            .iter()
-            .find(|k| k["kid"] == kid)
-            .map(|k| {
-                let x: [u8; 32] = URL_SAFE_NO_PAD
-                    .decode(k["x"].as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
-            })
-    };
+    let key_for = |kid: &str| common::jwks_key(jwks, kid);
     ecosire::jws::verify::<Value>(token, "JWT", key_for).is_ok()
 }
 

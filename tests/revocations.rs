@@ -23,20 +23,7 @@ async fn verify(app: &TestApp, jws: &str) -> RevocationClaims {
         .await
         .expect(200)
         .clone();
-    let key_for = |kid: &str| {
-        jwks["keys"]
-            .as_array()?
-            .iter()
-            .find(|k| k["kid"] == kid)
-            .map(|k| {
-                let x: [u8; 32] = URL_SAFE_NO_PAD
-                    .decode(k["x"].as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap()
-            })
-    };
+    let key_for = |kid: &str| common::jwks_key(&jwks, kid);
     ecosire::jws::verify(jws, revocations::TYP, key_for).expect("a list the JWKS verifies")
 }
 

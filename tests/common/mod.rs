@@ -302,6 +302,18 @@ impl TestApp {
 }
 
 /// Shallow merge of `extra`'s members into `base`.
+/// The Ed25519 key `kid` of a JWKS document, as an offline client holding that document has it.
+pub fn jwks_key(jwks: &Value, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    use base64::Engine;
+    let jwk = jwks["keys"].as_array()?.iter().find(|k| k["kid"] == kid)?;
+    let x: [u8; 32] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwk["x"].as_str()?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    ed25519_dalek::VerifyingKey::from_bytes(&x).ok()
+}
+
 pub fn merge(base: &mut Value, extra: Value) {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
         for (k, v) in e {
