@@ -370,6 +370,7 @@ impl RevocationLists {
 #[into_params(parameter_in = Query)]
 pub struct RevocationQuery {
     /// The product, by id or slug.
+    #[param(example = "desktop-pro")]
     pub product: String,
 }
 

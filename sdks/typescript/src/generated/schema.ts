@@ -9641,7 +9641,10 @@ export interface operations {
     get_revocation_list: {
         parameters: {
             query: {
-                /** @description The product, by id or slug. */
+                /**
+                 * @description The product, by id or slug.
+                 * @example desktop-pro
+                 */
                 product: string;
             };
             header?: never;
