@@ -224,7 +224,7 @@ pub struct KeyUsage {
     pub data: Vec<DayUsage>,
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// How many days back, today included: 1–90, default 30.
@@ -248,18 +248,27 @@ pub async fn api_key_usage(
     }
     let key = visible_key(&state, &p, &id).await?;
     state.accounting.flush(&state.db).await;
+    Ok(Json(KeyUsage {
+        data: daily_usage(&state, &key.id, days).await?,
+    }))
+}
+
+/// Key `id`'s use per UTC day over the last `days` days, today included, as counted so far
+/// (flush the accounting first for exact figures): the route's answer, and the dashboard's
+/// charts for keys it has already listed.
+pub async fn daily_usage(state: &AppState, id: &str, days: i64) -> Result<Vec<DayUsage>> {
     let today = crate::timestamp::utc_day(now_ms());
     let first = today - days + 1;
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT day, requests, errors FROM api_key_daily_usage WHERE api_key_id = $1 AND day >= $2",
     )
-    .bind(&key.id)
+    .bind(id)
     .bind(first)
     .fetch_all(&state.db.pool)
     .await?;
     let counts: std::collections::HashMap<i64, (i64, i64)> =
         rows.into_iter().map(|(d, r, e)| (d, (r, e))).collect();
-    let data = (first..=today)
+    Ok((first..=today)
         .map(|d| {
             let (requests, errors) = counts.get(&d).copied().unwrap_or((0, 0));
             DayUsage {
@@ -268,8 +277,7 @@ pub async fn api_key_usage(
                 errors,
             }
         })
-        .collect();
-    Ok(Json(KeyUsage { data }))
+        .collect())
 }
 
 /// Revokes an API key at once.
