@@ -214,9 +214,12 @@ async fn an_existing_database_file_readable_by_others_is_restricted_at_start() {
     let dir = tempfile::tempdir().unwrap();
     Server::start(dir.path(), &[]).await.stop();
     let db = dir.path().join("data/ecosire.db");
-    // As earlier versions left it (and a crash can leave the -wal behind).
+    // As earlier versions left it (and a crash can leave the -wal behind). A -wal the stopped
+    // server left keeps its content: emptying it under its -shm index would corrupt the database.
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(sibling(&db, "-wal"), b"").unwrap();
+    if !sibling(&db, "-wal").exists() {
+        std::fs::write(sibling(&db, "-wal"), b"").unwrap();
+    }
     std::fs::set_permissions(sibling(&db, "-wal"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let server = Server::start(dir.path(), &[]).await;
     assert_eq!(mode(&db), 0o600);
